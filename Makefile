@@ -1,0 +1,42 @@
+# Everything runs from the project virtualenv; `make venv` (re)builds it when
+# pyproject.toml changes. `make test` needs nothing running: the tests start their own
+# Postgres (pgvector) and Redis.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint typecheck bench clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# API + workers in the foreground; starts Postgres and Redis under var/ unless
+# DATABASE_URL / REDIS_URL are set. PORT, WORKER_PROCESSES, WORKER_THREADS apply.
+run: $(STAMP)
+	$(BIN)/switchyard dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy api workers pipelines schemas
+
+test: lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench.run
+
+clean:
+	rm -rf .pytest_cache .ruff_cache .mypy_cache build dist *.egg-info bench-results.json
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+# Also deletes the virtualenv and var/ (the embedded dev database and admin key).
+distclean: clean
+	rm -rf $(VENV) var

@@ -1,0 +1,57 @@
+"""Reading request bodies: size limit, content type, JSON, schema — each with its own 4xx."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from api.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request, limit_bytes: int) -> bytes:
+    """The raw body, refusing early on Content-Length and while streaming past the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise _too_large(limit_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise _too_large(limit_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit_bytes: int) -> ApiError:
+    return ApiError(413, "PAYLOAD_TOO_LARGE",
+                    f"The request body is larger than the limit of {limit_bytes} bytes.")
+
+
+async def read_json(request: Request, limit_bytes: int, *, allow_empty: bool = False) -> Any:
+    content_type = request.headers.get("content-type", "")
+    raw = await read_body(request, limit_bytes)
+    if not raw and allow_empty:
+        return {}
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       "The request body must be JSON (Content-Type: application/json).")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc}") from None
+
+
+async def parse(request: Request, model: type[M], limit_bytes: int, *,
+                allow_empty: bool = False) -> M:
+    """Read and validate a JSON body; a schema violation raises pydantic's ValidationError (422)."""
+    data = await read_json(request, limit_bytes, allow_empty=allow_empty)
+    if not isinstance(data, dict):
+        raise ApiError(422, "VALIDATION_FAILED", "The request body must be a JSON object.")
+    return model.model_validate(data)

@@ -1,0 +1,195 @@
+"""The `switchyard` command. `switchyard dev` is what `make run` does.
+
+Each subcommand is one `_add_<name>` function registering its arguments and a handler
+`(args) -> exit code`; settings are read here, at the entry point, and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from api.devservices import (
+    ServiceFailed,
+    ensure_database,
+    free_port,
+    run_migrations,
+    spawn,
+    start_postgres,
+    start_redis,
+    stop_process,
+    wait_or_kill,
+    web_command,
+    worker_command,
+)
+
+# Preferred ports for the embedded servers, off the system defaults (5432, 6379) so they
+# coexist with system services; any free port is used if these are taken.
+DEV_POSTGRES_PORT = 54329
+DEV_REDIS_PORT = 63799
+DEV_DATABASE_NAME = "switchyard"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run the chosen subcommand; returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="switchyard", description="Run and administer a Switchyard installation."
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    _add_dev(subcommands)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+def _add_dev(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "dev",
+        help="run the API and workers locally, starting Postgres and Redis if needed",
+        description="Without DATABASE_URL/REDIS_URL, start Postgres (pgvector) and Redis "
+        "under --var-dir; migrate; run uvicorn and dramatiq in the foreground until Ctrl-C.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES", "2"))
+    )
+    parser.add_argument(
+        "--worker-threads", type=int, default=int(os.environ.get("WORKER_THREADS", "16"))
+    )
+    parser.add_argument("--var-dir", type=Path, default=Path("var"))
+    parser.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        default=30.0,
+        help="how long workers get to finish their messages after Ctrl-C",
+    )
+    parser.set_defaults(handler=dev)
+
+
+def dev(args: argparse.Namespace) -> int:
+    """Run the whole system in the foreground; Ctrl-C stops it in order."""
+    project_dir = Path.cwd()
+    var_dir: Path = args.var_dir.resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    interrupts = _Interrupts()
+    interrupts.install()
+    with ExitStack() as services:
+        try:
+            database_url = os.environ.get("DATABASE_URL")
+            if not database_url:
+                _say("starting Postgres (pgvector) …")
+                postgres = services.enter_context(
+                    start_postgres(var_dir / "postgres", free_port(DEV_POSTGRES_PORT))
+                )
+                database_url = ensure_database(postgres.url, DEV_DATABASE_NAME)
+            redis_url = os.environ.get("REDIS_URL")
+            if not redis_url:
+                _say("starting Redis …")
+                redis_url = services.enter_context(
+                    start_redis(var_dir / "redis", free_port(DEV_REDIS_PORT))
+                ).url
+            if not run_migrations(database_url, project_dir):
+                _say("warning: no alembic.ini, skipping migrations")
+        except (ServiceFailed, KeyboardInterrupt) as exc:
+            _say(str(exc) or "interrupted")
+            return 1
+        admin_key = os.environ.get("SWITCHYARD_ADMIN_KEY") or _dev_admin_key(var_dir)
+        env = dict(
+            os.environ,
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            SWITCHYARD_ADMIN_KEY=admin_key,
+        )
+        children = {
+            "api": spawn(web_command(args.host, args.port), env=env, cwd=project_dir),
+            "workers": spawn(
+                worker_command(args.worker_processes, args.worker_threads),
+                env=env,
+                cwd=project_dir,
+            ),
+        }
+        _say(
+            f"\nSwitchyard: http://{args.host}:{args.port}\n"
+            f"  admin key  {admin_key}\n"
+            f"  database   {database_url}\n"
+            f"  redis      {redis_url}\n"
+            "Ctrl-C to stop.\n"
+        )
+        exit_code = _supervise(children, interrupts)
+        _say("stopping …")
+        try:
+            _stop_children(children, args.shutdown_timeout_s)
+        except KeyboardInterrupt:
+            _say("second Ctrl-C: killing")
+            for process in children.values():
+                stop_process(process, signal.SIGKILL, timeout_s=1.0)
+    return exit_code
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM handler: the first asks for a clean stop, the second forces it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count > 1:
+            raise KeyboardInterrupt
+
+
+def _supervise(children: dict[str, subprocess.Popen[bytes]], interrupts: _Interrupts) -> int:
+    """Wait until Ctrl-C (exit 0) or until any child exits on its own (exit 1)."""
+    while interrupts.count == 0:
+        for name, process in children.items():
+            code = process.poll()
+            if code is not None:
+                _say(f"{name} exited with code {code}")
+                return 1
+        time.sleep(0.2)
+    return 0
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> None:
+    # Signal all first so the API and the workers drain in parallel. Dramatiq's master
+    # forwards SIGTERM to its worker processes, which finish in-flight messages.
+    for process in children.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for process in children.values():
+        wait_or_kill(process, max(0.0, deadline - time.monotonic()))
+
+
+def _dev_admin_key(var_dir: Path) -> str:
+    """A development admin key, kept in var/ so it survives restarts."""
+    path = var_dir / "admin-key"
+    if path.exists():
+        key = path.read_text().strip()
+        if key:
+            return key
+    key = f"sy-dev-{secrets.token_urlsafe(24)}"
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The ONLY place that maps errors to HTTP statuses and to each route family's wire format.
+
+Own routes answer `{"error": {code, message, details, request_id}}`; OpenAI-format routes
+answer OpenAI's error shape and Anthropic-format routes Anthropic's, because the unchanged
+SDKs parse those. No stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pipelines import errors as domain
+
+log = logging.getLogger("switchyard.api")
+
+
+class ApiError(Exception):
+    """An error the edge itself detects (bad body, bad auth), with its status and code."""
+
+    def __init__(self, status: int, code: str, message: str, *, details: Any = None,
+                 headers: dict[str, str] | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+        self.param = param
+
+
+STATUS: dict[type[domain.DomainError], int] = {
+    domain.NotFound: 404,
+    domain.ModelNotFound: 404,
+    domain.ModelUnavailable: 503,
+    domain.InvalidInput: 422,
+    domain.Conflict: 409,
+    domain.JobCancelled: 409,
+}
+
+_OPENAI_PREFIXES = ("/v1/chat/", "/v1/models", "/v1/embeddings", "/v1/completions")
+_ANTHROPIC_PREFIXES = ("/v1/messages",)
+
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                 403: "permission_error", 404: "invalid_request_error",
+                 409: "invalid_request_error", 413: "invalid_request_error",
+                 415: "invalid_request_error", 422: "invalid_request_error",
+                 429: "rate_limit_error"}
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                    403: "permission_error", 404: "not_found_error",
+                    413: "request_too_large", 415: "invalid_request_error",
+                    422: "invalid_request_error", 429: "rate_limit_error",
+                    503: "overloaded_error", 529: "overloaded_error"}
+_OPENAI_CODES = {"MODEL_NOT_FOUND": "model_not_found", "AUTHENTICATION_REQUIRED": "invalid_api_key",
+                 "INVALID_CREDENTIALS": "invalid_api_key",
+                 "RATE_LIMIT_EXCEEDED": "rate_limit_exceeded"}
+
+
+def wire_format(path: str) -> str:
+    if path.startswith(_OPENAI_PREFIXES):
+        return "openai"
+    if path.startswith(_ANTHROPIC_PREFIXES):
+        return "anthropic"
+    return "own"
+
+
+def error_body(fmt: str, status: int, code: str, message: str, *, details: Any = None,
+               request_id: str | None = None, param: str | None = None) -> dict[str, Any]:
+    if fmt == "openai":
+        return {"error": {"message": message,
+                          "type": _OPENAI_TYPES.get(status, "api_error"),
+                          "param": param, "code": _OPENAI_CODES.get(code, code.lower())}}
+    if fmt == "anthropic":
+        return {"type": "error",
+                "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
+
+
+def error_response(path: str, status: int, code: str, message: str, *, details: Any = None,
+                   request_id: str | None = None, headers: dict[str, str] | None = None,
+                   param: str | None = None) -> Response:
+    body = error_body(wire_format(path), status, code, message, details=details,
+                      request_id=request_id, param=param)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def status_for(exc: domain.DomainError) -> int:
+    if isinstance(exc, domain.UpstreamError):
+        return exc.status
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or None, "message": err["msg"],
+         "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _request_id(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(request.url.path, exc.status, exc.code, exc.message,
+                          details=exc.details, request_id=_request_id(request),
+                          headers=exc.headers, param=exc.param)
+
+
+async def handle_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, domain.DomainError)
+    status = status_for(exc)
+    headers = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    return error_response(request.url.path, status, exc.code, exc.message, details=exc.details,
+                          request_id=_request_id(request), headers=headers)
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    details = validation_details(exc)
+    first = details[0] if details else {"field": None, "message": "invalid"}
+    message = f"Invalid request body: {first['field']}: {first['message']}"
+    return error_response(request.url.path, 422, "VALIDATION_FAILED", message, details=details,
+                          request_id=_request_id(request), param=first["field"])
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "RESOURCE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 401: "AUTHENTICATION_REQUIRED"}
+    message = {404: "No such route.", 405: "Method not allowed."}.get(exc.status_code,
+                                                                    str(exc.detail))
+    return error_response(request.url.path, exc.status_code,
+                          codes.get(exc.status_code, "HTTP_ERROR"), message,
+                          request_id=_request_id(request), headers=exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(request.url.path, 500, "INTERNAL_ERROR",
+                          "An internal error occurred.", request_id=_request_id(request))
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: handle_api_error,
+    domain.DomainError: handle_domain_error,
+    ValidationError: handle_validation_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
+
+
+_JOB_ERROR_STATUS = {
+    "UPSTREAM_ERROR": 502,
+    "UPSTREAM_UNAVAILABLE": 502,
+    "UPSTREAM_TIMEOUT": 504,
+    "RATE_LIMIT_EXCEEDED": 429,
+    "MODEL_NOT_FOUND": 404,
+    "MODEL_UNAVAILABLE": 503,
+    "VALIDATION_FAILED": 422,
+    "CANCELLED": 409,
+}
+
+
+def job_error_status(error: dict[str, Any]) -> int:
+    """The HTTP status for a failed job's `{code, message, status?}` error."""
+    status = error.get("status")
+    if isinstance(status, int) and 400 <= status < 600:
+        return status
+    return _JOB_ERROR_STATUS.get(str(error.get("code")), 500)

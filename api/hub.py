@@ -1,0 +1,121 @@
+"""ONE Redis pub/sub connection per API process, fanned out to per-listener queues.
+
+Every SSE or WebSocket client following a job gets an asyncio queue here instead of a Redis
+connection. `subscribe` returns only once Redis has confirmed the subscription, so a caller
+that then replays the stream backlog cannot miss an event published in between. If the
+connection drops, every listener receives `RESYNC` and replays from its last event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+log = logging.getLogger("switchyard.hub")
+
+RESYNC = object()
+
+
+class Hub:
+    def __init__(self, redis: Redis, control_channel: str,
+                 parse: Callable[[str, bytes], Any]) -> None:
+        self._redis = redis
+        self._control = control_channel
+        self._parse = parse
+        self._pubsub = redis.pubsub()
+        self._listeners: dict[str, set[asyncio.Queue[Any]]] = {}
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._keys: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # A permanent subscription keeps the connection in subscribed mode even when no
+        # client is listening, so the reader loop never has to stop and restart.
+        await self._pubsub.subscribe(self._control)
+        self._task = asyncio.create_task(self._run(), name="pubsub-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._pubsub.aclose()
+
+    @property
+    def listener_count(self) -> int:
+        return sum(len(q) for q in self._listeners.values())
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str, key: str) -> AsyncIterator[asyncio.Queue[Any]]:
+        """Listen on `channel`; messages arrive parsed (with `key`) on the yielded queue."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        listeners = self._listeners.get(channel)
+        if listeners is None:
+            self._listeners[channel] = {queue}
+            waiter = self._confirmed.get(channel)
+            if waiter is None or waiter.done():
+                waiter = asyncio.get_running_loop().create_future()
+                self._confirmed[channel] = waiter
+            await self._pubsub.subscribe(channel)
+        else:
+            listeners.add(queue)
+            waiter = self._confirmed[channel]
+        self._keys[channel] = key
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=10)
+            yield queue
+        finally:
+            listeners = self._listeners.get(channel)
+            if listeners is not None:
+                listeners.discard(queue)
+                if not listeners:
+                    del self._listeners[channel]
+                    self._confirmed.pop(channel, None)
+                    self._keys.pop(channel, None)
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.unsubscribe(channel)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._read_forever()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("pub/sub connection lost (%r); resubscribing", exc)
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(Exception):
+                    await self._pubsub.subscribe(self._control, *self._listeners)
+                for listeners in self._listeners.values():
+                    for queue in listeners:
+                        queue.put_nowait(RESYNC)
+
+    async def _read_forever(self) -> None:
+        pubsub = self._pubsub
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            if message is None:
+                continue
+            kind = message["type"]
+            channel = message["channel"]
+            if isinstance(channel, bytes):
+                channel = channel.decode()
+            if kind == "message":
+                listeners = self._listeners.get(channel)
+                if listeners:
+                    try:
+                        item = self._parse(self._keys.get(channel, ""), message["data"])
+                    except Exception:
+                        log.exception("dropping unparsable message on %s", channel)
+                        continue
+                    for queue in listeners:
+                        queue.put_nowait(item)
+            elif kind == "subscribe":
+                waiter = self._confirmed.get(channel)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)

@@ -1,0 +1,70 @@
+"""Starting and stopping jobs from the API.
+
+Submitting inserts the row, commits, announces `queued`, then enqueues.
+
+Never enqueue inside an open transaction: a worker could pick the message up before the row
+is visible. If the broker is down after the commit, the sweeper sends the job later.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from api.context import Services
+from pipelines.db import jobs as jobs_db
+from pipelines.errors import Conflict
+
+log = logging.getLogger("switchyard.api")
+
+
+async def submit_job(
+    services: Services,
+    *,
+    kind: str,
+    owner_id: str,
+    input: dict[str, Any],
+    idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+    priority: int = 0,
+    parent_id: str | None = None,
+) -> tuple[Row[Any], bool]:
+    """Returns (job row, created); an idempotent repeat returns the first job, not a new one."""
+    job_id = jobs_db.new_job_id()
+    async with services.engine.begin() as conn:
+        row = (await conn.execute(jobs_db.insert_job(
+            job_id=job_id, kind=kind, owner_id=owner_id, input=input,
+            idempotency_key=idempotency_key, webhook_url=webhook_url, priority=priority,
+            parent_id=parent_id,
+        ))).first()
+        if row is None:
+            assert idempotency_key is not None
+            existing = (await conn.execute(
+                jobs_db.by_idempotency_key(owner_id, idempotency_key))).one()
+            if existing.kind != kind or existing.input != input:
+                raise Conflict("This Idempotency-Key was already used with a different request.")
+            return existing, False
+    await services.events.publish(job_id, "queued", {"kind": kind})
+    try:
+        await services.enqueuer.send(kind, job_id)
+    except Exception:
+        log.exception("enqueue failed; the sweeper will send job %s", job_id)
+    return row, True
+
+
+async def cancel_job(services: Services, job_id: str, owner_id: str,
+                     reason: str) -> Row[Any] | None:
+    """Mark the job cancelled, raise the flag workers check, then end its event log.
+
+    Returns None when the job is not the owner's or is already finished.
+    """
+    async with services.engine.begin() as conn:
+        row = (await conn.execute(jobs_db.cancel(job_id, owner_id))).first()
+    if row is None:
+        return None
+    await services.events.request_cancel(job_id, services.settings.event_stream_ttl_s)
+    await services.events.publish(job_id, "cancelled", {"reason": reason}, force=True,
+                                  terminal=True)
+    return row

@@ -1,0 +1,118 @@
+"""Plain-ASGI middleware: request ids with log context, and API-key authentication."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.context import Principal
+from api.errors import error_response
+from pipelines.logs import request_id_var
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Every response carries `X-Request-ID`: the caller's, if sane, or a fresh one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else (
+            uuid.uuid4().hex
+        )
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        raw_id = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", raw_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+class AuthMiddleware:
+    """Every `/v1` route needs a key: `Authorization: Bearer sy-…` or `X-API-Key: sy-…`.
+
+    `verify` maps a presented key to a Principal (or None). It is the seam where stored,
+    hashed keys and user sessions plug in; for now it knows the bootstrap admin key.
+    """
+
+    def __init__(self, app: ASGIApp, verify: Callable[[str], Principal | None],
+                 public_paths: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.verify = verify
+        self.public_paths = public_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] not in ("http", "websocket") or not path.startswith("/v1") or (
+            path in self.public_paths
+        ):
+            await self.app(scope, receive, send)
+            return
+        key = _presented_key(scope)
+        principal = self.verify(key) if key else None
+        if principal is None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 4401,
+                            "reason": "authentication required"})
+                return
+            code, message = (
+                ("INVALID_CREDENTIALS", "The API key is invalid.") if key
+                else ("AUTHENTICATION_REQUIRED",
+                      "An API key is required (Authorization: Bearer or X-API-Key).")
+            )
+            state = scope.get("state", {})
+            response = error_response(path, 401, code, message,
+                                      request_id=state.get("request_id"),
+                                      headers={"WWW-Authenticate": "Bearer"})
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _presented_key(scope: Scope) -> str | None:
+    auth = _header(scope, b"authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = _header(scope, b"x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def bootstrap_verifier(admin_key: str | None) -> Callable[[str], Principal | None]:
+    """Accepts the bootstrap admin key, compared in constant time."""
+    expected = admin_key.encode() if admin_key else None
+    admin = Principal(id="admin", role="admin", key_id="bootstrap")
+
+    def verify(key: str) -> Principal | None:
+        if expected is not None and hmac.compare_digest(key.encode(), expected):
+            return admin
+        return None
+
+    return verify

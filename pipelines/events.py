@@ -1,0 +1,128 @@
+"""The per-job event log: a capped Redis Stream for replay plus a pub/sub notice for followers.
+
+Publishing is one round trip (a Lua script): it refuses to publish once the job's cancel
+flag is set (unless forced, for the terminal `cancelled` event itself) and tells the
+publisher whether the job was cancelled, so a worker checks for cancellation between tokens
+at no extra cost. The pub/sub notice carries the whole event, so live followers never read
+the stream; they read it only to replay what they missed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from pipelines.keys import Keys
+from schemas.jobs import Event
+
+_PUBLISH_LUA = """
+local cancelled = redis.call('EXISTS', KEYS[3])
+if cancelled == 1 and ARGV[6] ~= '1' then
+  return {'', 1}
+end
+local seq = redis.call('INCR', KEYS[2])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[2], 's', seq,
+                      'd', ARGV[3])
+redis.call('PUBLISH', ARGV[1], id .. '\\n' .. seq .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+if seq == 1 or ARGV[7] == '1' then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+return {id, cancelled}
+"""
+
+
+def parse_message(job_id: str, payload: bytes | str) -> Event:
+    """Decode a pub/sub notice published by the script above."""
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    event_id, seq, type_, data = text.split("\n", 3)
+    return Event(id=event_id, job_id=job_id, seq=int(seq), type=type_, data=orjson.loads(data))
+
+
+def _parse_entry(job_id: str, entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
+    def field(name: str) -> str:
+        value = fields.get(name.encode(), fields.get(name))
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Event(id=eid, job_id=job_id, seq=int(field("s")), type=field("t"),
+                 data=orjson.loads(field("d")))
+
+
+def stream_id_key(event_id: str) -> tuple[int, int]:
+    """Stream ids order as (milliseconds, sequence) pairs, not as strings."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def is_valid_stream_id(value: str) -> bool:
+    ms, sep, seq = value.partition("-")
+    return ms.isdigit() and (not sep or seq.isdigit()) and len(value) < 48
+
+
+class _Base:
+    def __init__(self, keys: Keys, *, maxlen: int = 10_000, ttl_s: int = 6 * 3600) -> None:
+        self.keys = keys
+        self.maxlen = maxlen
+        self.ttl_s = ttl_s
+
+    def _args(self, job_id: str, type_: str, data: dict[str, Any], force: bool,
+              terminal: bool) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.events(job_id), self.keys.seq(job_id), self.keys.cancel(job_id)]
+        args = [self.keys.channel(job_id), type_, orjson.dumps(data), self.maxlen, self.ttl_s,
+                "1" if force else "0", "1" if terminal else "0"]
+        return keys, args
+
+    @staticmethod
+    def _result(raw: list[Any]) -> tuple[str | None, bool]:
+        event_id = raw[0].decode() if isinstance(raw[0], bytes) else raw[0]
+        return (event_id or None), bool(int(raw[1]))
+
+
+class EventLog(_Base):
+    """Sync publisher for worker threads."""
+
+    def __init__(self, redis: Redis, keys: Keys, **kw: Any) -> None:
+        super().__init__(keys, **kw)
+        self.redis = redis
+        self._script = redis.register_script(_PUBLISH_LUA)
+
+    def publish(self, job_id: str, type_: str, data: dict[str, Any], *, force: bool = False,
+                terminal: bool = False) -> tuple[str | None, bool]:
+        """Append and announce one event; returns (event id or None if refused, cancelled)."""
+        keys, args = self._args(job_id, type_, data, force, terminal)
+        return self._result(self._script(keys=keys, args=args))
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self.keys.cancel(job_id)))
+
+
+class AsyncEventLog(_Base):
+    """Async publisher and reader for the API."""
+
+    def __init__(self, redis: AsyncRedis, keys: Keys, **kw: Any) -> None:
+        super().__init__(keys, **kw)
+        self.redis = redis
+        self._script = redis.register_script(_PUBLISH_LUA)
+
+    async def publish(self, job_id: str, type_: str, data: dict[str, Any], *,
+                      force: bool = False, terminal: bool = False) -> tuple[str | None, bool]:
+        keys, args = self._args(job_id, type_, data, force, terminal)
+        return self._result(await self._script(keys=keys, args=args))
+
+    async def backlog(self, job_id: str, after: str | None = None,
+                      count: int = 1000) -> list[Event]:
+        """Events after `after` (exclusive), oldest first, at most `count`."""
+        start = f"({after}" if after else "-"
+        entries = await self.redis.xrange(self.keys.events(job_id), min=start, max="+",
+                                          count=count)
+        return [_parse_entry(job_id, eid, fields) for eid, fields in entries]
+
+    async def request_cancel(self, job_id: str, ttl_s: int) -> None:
+        await self.redis.set(self.keys.cancel(job_id), b"1", ex=ttl_s)
+
+    async def clear_cancel(self, job_id: str) -> None:
+        await self.redis.delete(self.keys.cancel(job_id))

@@ -1,0 +1,51 @@
+"""Every Redis key and channel name, built in this one place.
+
+Per-job keys share a `{job_id}` hash tag so they land in one Redis Cluster slot, which the
+publish script needs (it touches several of them atomically).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    namespace: str
+
+    def events(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{{{job_id}}}:events"
+
+    def seq(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{{{job_id}}}:seq"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{{{job_id}}}:cancel"
+
+    def channel(self, job_id: str) -> str:
+        return f"{self.namespace}:job:{{{job_id}}}:live"
+
+    def workers(self) -> str:
+        """Sorted set of live worker processes, scored by their last heartbeat (ms)."""
+        return f"{self.namespace}:workers"
+
+    def worker_info(self, worker_id: str) -> str:
+        return f"{self.namespace}:worker:{worker_id}"
+
+    def sweeper_lock(self) -> str:
+        return f"{self.namespace}:sweeper:lock"
+
+    @property
+    def dramatiq_namespace(self) -> str:
+        return f"{self.namespace}:dq"
+
+    def dramatiq_messages(self, queue_name: str) -> str:
+        """Dramatiq's hash of a queue's messages, queued and in flight (until acked)."""
+        return f"{self.dramatiq_namespace}:{queue_name}.msgs"
+
+    def wake(self, queue_name: str) -> str:
+        """List an idle consumer blocks on; producers push to it after enqueueing."""
+        return f"{self.namespace}:wake:{queue_name}"
+
+    def dramatiq_queue(self, queue_name: str) -> str:
+        return f"{self.dramatiq_namespace}:{queue_name}"

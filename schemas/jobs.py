@@ -1,0 +1,103 @@
+"""Job bodies, the job kinds with the actor and queue that run each, and events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class JobRoute(BaseModel):
+    """Where a job kind is sent: the API enqueues by this name, never by importing the actor."""
+
+    model_config = ConfigDict(frozen=True)
+
+    actor_name: str
+    queue_name: str
+
+
+JOB_ROUTES: dict[str, JobRoute] = {
+    "chat": JobRoute(actor_name="run_chat", queue_name="chat"),
+    "noop": JobRoute(actor_name="run_noop", queue_name="default"),
+}
+
+JobKind = Literal["chat", "noop"]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: JobKind
+    input: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    priority: int = Field(default=0, ge=0, le=10)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+
+
+class JobRead(BaseModel):
+    id: str
+    kind: str
+    status: JobStatus
+    progress: float
+    attempts: int
+    input: dict[str, Any]
+    result: Any = None
+    error: JobError | None = None
+    parent_id: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    data: list[JobRead]
+    next_cursor: str | None
+
+
+TERMINAL_EVENT_TYPES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One entry of a job's event log; `id` is the Redis Stream id and orders events.
+
+    A dataclass, not a pydantic model: thousands pass through an API process per second.
+    """
+
+    id: str
+    job_id: str
+    seq: int
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENT_TYPES
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "job_id": self.job_id, "seq": self.seq, "type": self.type,
+                "data": self.data}

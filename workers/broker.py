@@ -1,0 +1,50 @@
+"""The Dramatiq broker for worker processes: Redis, our middleware, one global (Dramatiq's)."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.middleware import (
+    AgeLimit,
+    Callbacks,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
+
+from pipelines.keys import Keys
+from pipelines.logs import configure_logging
+from schemas.settings import Settings
+from workers.consumer import WakeableRedisBroker
+from workers.presence import Presence
+from workers.resources import WorkerResources
+from workers.sweeper import Sweeper
+
+
+def build_broker(settings: Settings) -> WakeableRedisBroker:
+    broker = WakeableRedisBroker(
+        keys=Keys(settings.switchyard_namespace),
+        url=settings.redis_url,
+        heartbeat_timeout=settings.broker_heartbeat_timeout_ms,
+        maintenance_chance=settings.broker_maintenance_chance,
+        middleware=[
+            AgeLimit(),
+            TimeLimit(),
+            ShutdownNotifications(),
+            Callbacks(),
+            Pipelines(),
+            Retries(min_backoff=500, max_backoff=30_000),
+            CurrentMessage(),
+        ],
+    )
+    broker.add_middleware(WorkerResources(settings))
+    broker.add_middleware(Sweeper(settings))
+    broker.add_middleware(Presence(settings))
+    return broker
+
+
+settings = Settings()
+configure_logging(settings.log_level, json_logs=settings.log_json)
+broker = build_broker(settings)
+dramatiq.set_broker(broker)

@@ -1,0 +1,121 @@
+"""The job lifecycle every actor shares: claim, run one pipeline, record, publish.
+
+An attempt claims the job with a conditional UPDATE; a job that is already finished or
+cancelled is skipped, so a redelivered message never completes a job twice. The terminal
+event is published after the commit, so a client that sees it and reads the job agrees.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.db import jobs as jobs_db
+from pipelines.errors import DomainError, JobCancelled, UpstreamUnavailable
+from workers.resources import Resources, current
+
+log = logging.getLogger("switchyard.jobs")
+
+_PROGRESS_INTERVAL_S = 0.5
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What a pipeline sees of its job: the input, and ways to report back."""
+
+    job_id: str
+    attempt: int
+    kind: str
+    owner_id: str
+    input: dict[str, Any]
+    resources: Resources
+    _last_progress_at: float = field(default=0.0)
+
+    def emit(self, type_: str, data: dict[str, Any]) -> bool:
+        """Publish one event; True means the job was cancelled and the work should stop."""
+        _, cancelled = self.resources.events.publish(self.job_id, type_, data)
+        return cancelled
+
+    def progress(self, fraction: float, **data: Any) -> None:
+        """Record progress (throttled), publish a `progress` event; raise if cancelled."""
+        now = time.monotonic()
+        if now - self._last_progress_at >= _PROGRESS_INTERVAL_S or fraction >= 1.0:
+            self._last_progress_at = now
+            with self.resources.engine.begin() as conn:
+                conn.execute(jobs_db.set_progress(self.job_id, self.attempt, fraction))
+        if self.emit("progress", {"progress": round(fraction, 4), **data}):
+            raise JobCancelled("The job was cancelled.")
+
+
+def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
+    """Run one attempt of a job. Raises only for transient failures the broker should retry."""
+    res = current()
+    with res.engine.begin() as conn:
+        claimed = conn.execute(jobs_db.mark_running(job_id)).first()
+    if claimed is None:
+        _ensure_terminal_event(res, job_id)
+        return
+    ctx = JobContext(job_id=job_id, attempt=claimed.attempts, kind=claimed.kind,
+                     owner_id=claimed.owner_id, input=claimed.input, resources=res)
+    if ctx.attempt > 1:
+        # Tells followers to drop partial output: the next attempt starts from scratch.
+        ctx.emit("retry", {"attempt": ctx.attempt})
+    if ctx.emit("started", {"attempt": ctx.attempt}):
+        return
+    started = time.perf_counter()
+    try:
+        result = work(ctx)
+    except JobCancelled:
+        log.info("job cancelled", extra={"job_id": job_id})
+        return
+    except DomainError as exc:
+        _fail(res, ctx, exc.code, exc.message, status=getattr(exc, "status", None))
+        return
+    except Exception as exc:
+        if ctx.attempt >= res.settings.job_max_attempts:
+            log.exception("job failed after %d attempts", ctx.attempt, extra={"job_id": job_id})
+            _fail(res, ctx, *_public_error(exc))
+            return
+        log.warning("job attempt %d failed, will retry: %r", ctx.attempt, exc,
+                    extra={"job_id": job_id})
+        raise
+    with res.engine.begin() as conn:
+        done = conn.execute(jobs_db.mark_succeeded(job_id, ctx.attempt, result)).first()
+    if done is not None:
+        res.events.publish(job_id, "succeeded", {"result": result}, terminal=True)
+        log.info("job succeeded in %.1f ms", (time.perf_counter() - started) * 1000,
+                 extra={"job_id": job_id})
+
+
+def _public_error(exc: Exception) -> tuple[str, str]:
+    """What a client may read of an unexpected failure: never a stack trace or a secret."""
+    if isinstance(exc, UpstreamUnavailable):
+        return "UPSTREAM_UNAVAILABLE", str(exc) or "The upstream provider is unavailable."
+    return "PROCESSING_ERROR", "The job failed with an internal error."
+
+
+def _fail(res: Resources, ctx: JobContext, code: str, message: str,
+          status: int | None = None) -> None:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if status is not None:
+        error["status"] = status
+    with res.engine.begin() as conn:
+        done = conn.execute(jobs_db.mark_failed(ctx.job_id, ctx.attempt, error)).first()
+    if done is not None:
+        res.events.publish(ctx.job_id, "failed", {"error": error}, terminal=True)
+
+
+def _ensure_terminal_event(res: Resources, job_id: str) -> None:
+    """A worker may die between commit and publish; the redelivery publishes what was lost."""
+    with res.engine.connect() as conn:
+        row = conn.execute(jobs_db.get_any(job_id)).first()
+    if row is None or row.status not in ("succeeded", "failed"):
+        return
+    last = res.redis.xrevrange(res.keys.events(job_id), count=1)
+    if last and last[0][1].get(b"t", b"").decode() in ("succeeded", "failed", "cancelled"):
+        return
+    data = {"result": row.result} if row.status == "succeeded" else {"error": row.error}
+    res.events.publish(job_id, row.status, data, force=True, terminal=True)

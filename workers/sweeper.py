@@ -1,0 +1,72 @@
+"""Re-sends jobs whose broker message was lost (e.g. Redis restarted without persistence).
+
+Runs as a thread in every worker process; a Redis lock lets one of them sweep per interval.
+A job is re-sent only if no message for it is in Dramatiq's hashes (queued, delayed or in
+flight), so a long queue never causes a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+
+import dramatiq
+from dramatiq import Message
+
+from pipelines.db import jobs as jobs_db
+from schemas.jobs import JOB_ROUTES
+from schemas.settings import Settings
+from workers.resources import current
+
+log = logging.getLogger("switchyard.sweeper")
+
+_BATCH = 500
+
+
+class Sweeper(dramatiq.Middleware):
+    def __init__(self, settings: Settings) -> None:
+        self.interval_s = settings.sweeper_interval_s
+        self.stale_after_s = settings.sweeper_stale_after_s
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        threading.Thread(target=self._loop, args=(broker,), name="sweeper", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+
+    def _loop(self, broker: dramatiq.Broker) -> None:
+        while not self._stop.wait(self.interval_s * random.uniform(0.5, 1.0)):
+            try:
+                recovered = sweep_once(broker, self.interval_s, self.stale_after_s)
+                if recovered:
+                    log.warning("sweeper re-sent %d lost jobs", recovered)
+            except Exception:
+                log.exception("sweeper pass failed")
+
+
+def sweep_once(broker: dramatiq.Broker, lock_s: float, stale_after_s: float) -> int:
+    res = current()
+    if not res.redis.set(res.keys.sweeper_lock(), b"1", nx=True, px=int(lock_s * 1000)):
+        return 0
+    with res.engine.begin() as conn:
+        stale = conn.execute(jobs_db.claim_stale(stale_after_s, _BATCH)).all()
+    if not stale:
+        return 0
+    in_broker: set[str] = set()
+    for queue in {JOB_ROUTES[row.kind].queue_name for row in stale if row.kind in JOB_ROUTES}:
+        for name in (queue, f"{queue}.DQ"):
+            for raw in res.redis.hvals(res.keys.dramatiq_messages(name)):
+                args = json.loads(raw).get("args") or [None]
+                in_broker.add(str(args[0]))
+    recovered = 0
+    for row in stale:
+        route = JOB_ROUTES.get(row.kind)
+        if route is None or str(row.id) in in_broker:
+            continue
+        broker.enqueue(Message(queue_name=route.queue_name, actor_name=route.actor_name,
+                               args=(str(row.id),), kwargs={}, options={}))
+        recovered += 1
+    return recovered
