@@ -303,7 +303,7 @@ def run_migrations(database_url: str, project_dir: Path, *, timeout_s: float = 3
         return False
     env = dict(os.environ, DATABASE_URL=database_url)
     result = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        [sys.executable, "-m", "alembic", "upgrade", "heads"],
         cwd=project_dir,
         env=env,
         capture_output=True,
