@@ -40,4 +40,49 @@ class Settings(BaseSettings):
     worker_presence_ttl_s: float = 20.0
     broker_heartbeat_timeout_ms: int = 60_000
     broker_maintenance_chance: int = 1000
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
+
+    # Accounts and auth (see pipelines/accounts.py). Without a secret key a fixed
+    # development key is used and a warning logged: set one in production, shared by all
+    # API replicas, or sessions issued by one replica fail on another.
+    switchyard_secret_key: SecretStr | None = None
+    session_ttl_s: int = Field(default=12 * 3600, ge=60)
+    open_registration: bool = False
+    # How long a verified key or session is trusted in-process; revocations still apply at
+    # once, because each request compares a Redis revocation epoch (api/auth.py).
+    auth_cache_ttl_s: float = 30.0
+
+    # Rate limits (api/limits.py), shared by all replicas through Redis. A tier maps route
+    # groups (auth, chat, search, upload, general) to `limits` strings; a group a tier
+    # leaves out falls back to the `default` tier. Users carry a tier; the bootstrap admin
+    # key uses `bootstrap_rate_limit_tier`.
+    rate_limits_enabled: bool = True
+    rate_limit_strategy: str = "sliding-window-counter"
+    rate_limit_tiers: dict[str, dict[str, str]] = Field(default_factory=lambda: {
+        "default": {"auth": "60/minute", "chat": "60/minute", "search": "120/minute",
+                    "upload": "30/minute", "general": "600/minute"},
+        "pro": {"auth": "120/minute", "chat": "600/minute", "search": "1200/minute",
+                "upload": "300/minute", "general": "6000/minute"},
+        "admin": {"auth": "100000/minute", "chat": "100000/minute",
+                  "search": "100000/minute", "upload": "100000/minute",
+                  "general": "100000/minute"},
+    })
+    bootstrap_rate_limit_tier: str = "admin"
+    login_limit_per_account: str = "10/minute"
+    login_limit_per_address: str = "30/minute"
+    # Tokens a key may spend per UTC day across chat jobs; 0 means no budget.
+    daily_token_budget: int = Field(default=0, ge=0)
+
+    # Model registry (pipelines/models.py). Seeded at API start-up, idempotently, from
+    # these keys and the optional models file (JSON or TOML list of models); admin edits
+    # win over seeds. Upstream keys are stored encrypted with a key derived from
+    # SWITCHYARD_SECRET_KEY. Each process caches the registry for `model_cache_ttl_s`.
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    models_file: str | None = None
+    model_cache_ttl_s: float = Field(default=3.0, ge=0)
+    upstream_timeout_s: float = Field(default=60.0, gt=0)
+    upstream_max_retries: int = Field(default=2, ge=0)
+    upstream_backoff_base_s: float = Field(default=0.5, ge=0)
