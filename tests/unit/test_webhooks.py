@@ -1,0 +1,71 @@
+"""Webhook signing and delivery against a real local HTTP receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from pipelines.errors import UpstreamUnavailable
+from pipelines.webhooks import SIGNATURE_HEADER, deliver, sign
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    status = 200
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((dict(self.headers), body))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
+    _Receiver.received = []
+    _Receiver.status = 200
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", _Receiver
+    server.shutdown()
+    server.server_close()
+
+
+def test_signature_is_the_hmac_sha256_of_the_body() -> None:
+    expected = hmac.new(b"s3cret", b'{"a":1}', hashlib.sha256).hexdigest()
+    assert sign(b'{"a":1}', "s3cret") == f"sha256={expected}"
+
+
+def test_delivery_posts_the_job_with_a_verifiable_signature(receiver) -> None:
+    url, handler = receiver
+    assert deliver(url, {"id": "j1", "status": "succeeded"}, "s3cret") == 200
+    headers, body = handler.received[0]
+    assert body == b'{"id":"j1","status":"succeeded"}'
+    assert headers[SIGNATURE_HEADER] == sign(body, "s3cret")
+
+
+def test_a_receiver_5xx_is_transient_so_the_delivery_is_retried(receiver) -> None:
+    url, handler = receiver
+    handler.status = 503
+    with pytest.raises(UpstreamUnavailable):
+        deliver(url, {"id": "j1"}, "s3cret")
+
+
+def test_a_receiver_4xx_is_final_and_not_retried(receiver) -> None:
+    url, handler = receiver
+    handler.status = 410
+    assert deliver(url, {"id": "j1"}, "s3cret") == 410
+
+
+def test_an_unreachable_receiver_is_transient() -> None:
+    with pytest.raises(UpstreamUnavailable):
+        deliver("http://127.0.0.1:9/hook", {"id": "j1"}, "s3cret", timeout_s=1)
