@@ -10,17 +10,41 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from api.auth import build_authenticator, verify_credential
 from api.context import Services
 from api.enqueue import Enqueuer
 from api.errors import EXCEPTION_HANDLERS
 from api.hub import Hub
-from api.middleware import AuthMiddleware, RequestIdMiddleware, bootstrap_verifier
+from api.knowledge_access import build_embedders
+from api.limits import RateLimitMiddleware, build_limiter
+from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openapi import openapi_route
-from api.routes import chat, jobs, models, system
+from api.registry import start_model_registry
+from api.routes import (
+    admin_models,
+    admin_system,
+    admin_users,
+    chat,
+    jobs,
+    messages,
+    models,
+    system,
+    usage,
+    ws_chat,
+)
+from api.routes import ask as ask_routes
+from api.routes import auth as auth_routes
+from api.routes import compare as compare_routes
+from api.routes import conversations as conversation_routes
+from api.routes import documents as document_routes
+from api.routes import embeddings as embedding_routes
+from api.routes import keys as key_routes
+from api.routes import knowledge as knowledge_routes
 from pipelines.db.engine import async_engine
 from pipelines.events import AsyncEventLog, parse_message
 from pipelines.keys import Keys
 from pipelines.logs import configure_logging
+from pipelines.storage import build_file_store
 from schemas.settings import Settings
 
 
@@ -44,6 +68,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             events=AsyncEventLog(redis, keys, maxlen=settings.event_stream_maxlen,
                                  ttl_s=settings.event_stream_ttl_s),
             hub=hub, broker=broker, enqueuer=Enqueuer(broker, keys), keys=keys,
+            models=await start_model_registry(settings, engine),
+            auth=build_authenticator(settings, engine, redis, keys),
+            limiter=build_limiter(settings, redis, keys),
+            embedders=build_embedders(settings),
+            file_store=build_file_store(settings.file_store_dir),
         )
         try:
             yield
@@ -53,17 +82,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await redis.aclose()
             await engine.dispose()
 
-    admin_key = settings.switchyard_admin_key
-    routes = [*system.routes, *jobs.routes, *chat.routes, *models.routes]
+    routes = [*system.routes, *jobs.routes, *chat.routes, *models.routes,
+              *admin_models.routes, *messages.routes, *ws_chat.routes, *usage.routes,
+              *auth_routes.routes, *key_routes.routes, *admin_users.routes,
+              *admin_system.routes, *conversation_routes.routes, *compare_routes.routes,
+              *knowledge_routes.routes, *document_routes.routes, *embedding_routes.routes,
+              *ask_routes.routes]
     app = Starlette(
         routes=[*routes, openapi_route(routes)],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(AuthMiddleware,
-                       verify=bootstrap_verifier(admin_key.get_secret_value() if admin_key
-                                                 else None)),
+            Middleware(AuthMiddleware, verify=verify_credential,
+                       public_paths=auth_routes.PUBLIC_PATHS,
+                       optional_paths=auth_routes.OPTIONAL_AUTH_PATHS),
+            Middleware(RateLimitMiddleware),
         ],
     )
     return app

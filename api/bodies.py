@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
+from starlette.responses import Response
 
 from api.errors import ApiError
 
@@ -43,9 +44,30 @@ async def read_json(request: Request, limit_bytes: int, *, allow_empty: bool = F
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE",
                        "The request body must be JSON (Content-Type: application/json).")
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc}") from None
+    if b"\\u0000" in raw and _has_nul(data):
+        # Valid JSON, but Postgres' jsonb and text columns cannot store U+0000.
+        raise ApiError(422, "VALIDATION_FAILED",
+                       "Strings in the request body must not contain U+0000 (NUL).")
+    return data
+
+
+def _has_nul(value: Any) -> bool:
+    # Iterative: orjson accepts nesting deeper than Python's default recursion limit.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 async def parse(request: Request, model: type[M], limit_bytes: int, *,
@@ -55,3 +77,10 @@ async def parse(request: Request, model: type[M], limit_bytes: int, *,
     if not isinstance(data, dict):
         raise ApiError(422, "VALIDATION_FAILED", "The request body must be a JSON object.")
     return model.model_validate(data)
+
+
+def json_response(model: BaseModel, status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    """A pydantic model as a JSON response."""
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json",
+                    headers=headers)

@@ -7,6 +7,7 @@ Each subcommand is one `_add_<name>` function registering its arguments and a ha
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import secrets
 import signal
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
+
+from sqlalchemy.exc import IntegrityError
 
 from api.devservices import (
     ServiceFailed,
@@ -46,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     subcommands = parser.add_subparsers(dest="command", required=True)
     _add_dev(subcommands)
+    _add_users(subcommands)
+    _add_keys(subcommands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
@@ -133,6 +138,89 @@ def dev(args: argparse.Namespace) -> int:
             for process in children.values():
                 stop_process(process, signal.SIGKILL, timeout_s=1.0)
     return exit_code
+
+
+def _add_users(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser("users", help="manage user accounts")
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create", help="create a user (e.g. the first admin)",
+        description="The password comes from --password, else SWITCHYARD_USER_PASSWORD, "
+        "else a prompt (a command-line password is visible to other local users).")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password")
+    create.add_argument("--name")
+    create.add_argument("--admin", action="store_true", help="give the user the admin role")
+    create.set_defaults(handler=create_user)
+
+
+def create_user(args: argparse.Namespace) -> int:
+    """Create a user in the configured database (DATABASE_URL)."""
+    from pipelines import accounts
+    from pipelines.db import users as users_db
+    from pipelines.db.engine import sync_engine
+    from schemas.settings import Settings
+
+    password = args.password or os.environ.get("SWITCHYARD_USER_PASSWORD") or getpass.getpass()
+    if len(password) < 8:
+        _say("the password must be at least 8 characters")
+        return 2
+    engine = sync_engine(Settings().database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            row = conn.execute(users_db.insert_user(
+                email=accounts.normalize_email(args.email),
+                password_hash=accounts.hash_password(password), name=args.name,
+                role="admin" if args.admin else "user")).one()
+    except IntegrityError:
+        _say(f"a user with email {args.email} already exists")
+        return 1
+    finally:
+        engine.dispose()
+    print(f"created {row.role} {row.email} (id {row.id})")
+    return 0
+
+
+def _add_keys(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser("keys", help="manage API keys")
+    actions = parser.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create an API key for a user; printed once")
+    create.add_argument("--email", required=True, help="the user who owns the key")
+    create.add_argument("--name", required=True, help="a label for the key")
+    create.add_argument("--scope", action="append", default=[], dest="scopes")
+    create.add_argument("--expires-days", type=int, help="expire after this many days")
+    create.set_defaults(handler=create_key)
+
+
+def create_key(args: argparse.Namespace) -> int:
+    """Create an API key; the key goes to stdout (and only there), details to stderr."""
+    from datetime import UTC, datetime, timedelta
+
+    from pipelines import accounts
+    from pipelines.db import api_keys as keys_db
+    from pipelines.db import users as users_db
+    from pipelines.db.engine import sync_engine
+    from schemas.settings import Settings
+
+    expires_at = (datetime.now(UTC) + timedelta(days=args.expires_days)
+                  if args.expires_days else None)
+    engine = sync_engine(Settings().database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            user = conn.execute(
+                users_db.by_email(accounts.normalize_email(args.email))).first()
+            if user is None:
+                _say(f"no user with email {args.email}")
+                return 1
+            new = accounts.new_api_key()
+            row = conn.execute(keys_db.insert_key(
+                user_id=str(user.id), name=args.name, prefix=new.prefix,
+                key_hash=new.key_hash, scopes=args.scopes, expires_at=expires_at)).one()
+    finally:
+        engine.dispose()
+    _say(f"created key {row.id} ({row.prefix}…) for {user.email}; it is shown only now:")
+    print(new.key)
+    return 0
 
 
 class _Interrupts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis
@@ -11,9 +12,16 @@ from starlette.requests import HTTPConnection
 
 from api.enqueue import Enqueuer
 from api.hub import Hub
+from pipelines.embedders.registry import Embedders
 from pipelines.events import AsyncEventLog
 from pipelines.keys import Keys
+from pipelines.models import AsyncModelRegistry
+from pipelines.storage import FileStore
 from schemas.settings import Settings
+
+if TYPE_CHECKING:  # api.auth and api.limits import Principal from here
+    from api.auth import Authenticator
+    from api.limits import Limiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +31,11 @@ class Principal:
     id: str
     role: str
     key_id: str | None = None
+    scopes: tuple[str, ...] = ()
+    # Rate-limit tier (a key of Settings.rate_limit_tiers).
+    tier: str = "default"
+    # The `jti` of the session token used, so logout can revoke exactly that session.
+    session_id: str | None = None
 
     @property
     def owner_id(self) -> str:
@@ -31,6 +44,12 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def limit_key(self) -> str:
+        """Whose allowance a request spends: the API key's, or for sessions the user's (so
+        logging in again does not buy a fresh allowance)."""
+        return f"key:{self.key_id}" if self.key_id else f"user:{self.id}"
 
 
 @dataclass(slots=True)
@@ -45,6 +64,13 @@ class Services:
     broker: RedisBroker
     enqueuer: Enqueuer
     keys: Keys
+    models: AsyncModelRegistry
+    auth: Authenticator
+    # None when RATE_LIMITS_ENABLED is false.
+    limiter: Limiter | None
+    # Knowledge: uploads, and query embeddings (a local model loads on the first search).
+    embedders: Embedders
+    file_store: FileStore
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -7,8 +7,7 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 
 from pipelines.keys import Keys
-from schemas.jobs import JOB_ROUTES
-
+from schemas.jobs import JOB_ROUTES, JobRoute
 
 _WAKE_BACKLOG = 256
 
@@ -19,7 +18,9 @@ class Enqueuer:
         self._keys = keys
 
     async def send(self, kind: str, job_id: str) -> None:
-        route = JOB_ROUTES[kind]
+        await self.send_to(JOB_ROUTES[kind], job_id)
+
+    async def send_to(self, route: JobRoute, job_id: str) -> None:
         message: Message = Message(queue_name=route.queue_name, actor_name=route.actor_name,
                                    args=(job_id,), kwargs={}, options={})
         # Dramatiq's broker is synchronous; a thread keeps a slow Redis off the event loop.

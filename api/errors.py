@@ -42,6 +42,12 @@ STATUS: dict[type[domain.DomainError], int] = {
     domain.InvalidInput: 422,
     domain.Conflict: 409,
     domain.JobCancelled: 409,
+    domain.InvalidCredentials: 401,
+    domain.PermissionDenied: 403,
+    domain.RateLimited: 429,
+    domain.UnsupportedFileType: 415,
+    domain.EmptyDocument: 422,
+    domain.CorruptDocument: 422,
 }
 
 _OPENAI_PREFIXES = ("/v1/chat/", "/v1/models", "/v1/embeddings", "/v1/completions")
@@ -59,7 +65,8 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                     503: "overloaded_error", 529: "overloaded_error"}
 _OPENAI_CODES = {"MODEL_NOT_FOUND": "model_not_found", "AUTHENTICATION_REQUIRED": "invalid_api_key",
                  "INVALID_CREDENTIALS": "invalid_api_key",
-                 "RATE_LIMIT_EXCEEDED": "rate_limit_exceeded"}
+                 "RATE_LIMIT_EXCEEDED": "rate_limit_exceeded",
+                 "TOKEN_BUDGET_EXCEEDED": "insufficient_quota"}
 
 
 def wire_format(path: str) -> str:
@@ -177,6 +184,16 @@ _JOB_ERROR_STATUS = {
     "VALIDATION_FAILED": 422,
     "CANCELLED": 409,
 }
+
+
+def job_error_headers(error: dict[str, Any]) -> dict[str, str]:
+    """Headers a failed job's error calls for: `Retry-After` when the upstream gave one."""
+    retry_after = error.get("retry_after_s")
+    if isinstance(retry_after, int | float):
+        return {"Retry-After": str(max(1, round(retry_after)))}
+    if job_error_status(error) == 429:
+        return {"Retry-After": "1"}
+    return {}
 
 
 def job_error_status(error: dict[str, Any]) -> int:

@@ -9,15 +9,21 @@ is visible. If the broker is down after the commit, the sweeper sends the job la
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.context import Services
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict
+from schemas.jobs import WEBHOOK_ROUTE
 
 log = logging.getLogger("switchyard.api")
+
+# Writes rows that belong with a new job, in the job's own transaction: (conn, job_id).
+OnSubmit = Callable[[AsyncConnection, str], Awaitable[None]]
 
 
 async def submit_job(
@@ -30,14 +36,20 @@ async def submit_job(
     webhook_url: str | None = None,
     priority: int = 0,
     parent_id: str | None = None,
+    key_id: str | None = None,
+    on_submit: OnSubmit | None = None,
 ) -> tuple[Row[Any], bool]:
-    """Returns (job row, created); an idempotent repeat returns the first job, not a new one."""
+    """Returns (job row, created); an idempotent repeat returns the first job, not a new one.
+
+    `on_submit(conn, job_id)` writes rows that belong with a new job in the job's own
+    transaction (e.g. a conversation's user turn), so they exist before any worker runs.
+    """
     job_id = jobs_db.new_job_id()
     async with services.engine.begin() as conn:
         row = (await conn.execute(jobs_db.insert_job(
             job_id=job_id, kind=kind, owner_id=owner_id, input=input,
             idempotency_key=idempotency_key, webhook_url=webhook_url, priority=priority,
-            parent_id=parent_id,
+            parent_id=parent_id, key_id=key_id,
         ))).first()
         if row is None:
             assert idempotency_key is not None
@@ -46,6 +58,8 @@ async def submit_job(
             if existing.kind != kind or existing.input != input:
                 raise Conflict("This Idempotency-Key was already used with a different request.")
             return existing, False
+        if on_submit is not None:
+            await on_submit(conn, job_id)
     await services.events.publish(job_id, "queued", {"kind": kind})
     try:
         await services.enqueuer.send(kind, job_id)
@@ -64,7 +78,10 @@ async def cancel_job(services: Services, job_id: str, owner_id: str,
         row = (await conn.execute(jobs_db.cancel(job_id, owner_id))).first()
     if row is None:
         return None
-    await services.events.request_cancel(job_id, services.settings.event_stream_ttl_s)
+    await services.events.request_cancel(job_id, row.attempts,
+                                         services.settings.event_stream_ttl_s)
     await services.events.publish(job_id, "cancelled", {"reason": reason}, force=True,
                                   terminal=True)
+    if row.webhook_url:
+        await services.enqueuer.send_to(WEBHOOK_ROUTE, job_id)
     return row

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,7 +35,7 @@ class RequestIdMiddleware:
         raw_id = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", raw_id)]
             await send(message)
@@ -46,18 +46,25 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-class AuthMiddleware:
-    """Every `/v1` route needs a key: `Authorization: Bearer sy-…` or `X-API-Key: sy-…`.
+Verifier = Callable[[str, Scope], Awaitable[Principal | None]]
 
-    `verify` maps a presented key to a Principal (or None). It is the seam where stored,
-    hashed keys and user sessions plug in; for now it knows the bootstrap admin key.
+
+class AuthMiddleware:
+    """Every `/v1` route needs a credential: `Authorization: Bearer …` or `X-API-Key: …`.
+
+    `verify(credential, scope)` maps it to a Principal (or None); the scope lets it reach
+    the services the lifespan built. `public_paths` need no credential; on
+    `optional_paths` a credential is checked when presented (e.g. register, which an admin
+    may call when open registration is off).
     """
 
-    def __init__(self, app: ASGIApp, verify: Callable[[str], Principal | None],
-                 public_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(self, app: ASGIApp, verify: Verifier,
+                 public_paths: frozenset[str] = frozenset(),
+                 optional_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.verify = verify
         self.public_paths = public_paths
+        self.optional_paths = optional_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -67,14 +74,20 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         key = _presented_key(scope)
-        principal = self.verify(key) if key else None
+        if key is None and path in self.optional_paths:
+            await self.app(scope, receive, send)
+            return
+        principal = await self.verify(key, scope) if key else None
         if principal is None:
-            if scope["type"] == "websocket":
+            if scope["type"] == "websocket" and (
+                "websocket.http.response" not in scope.get("extensions", {})
+            ):
+                # Without the denial-response extension the server can only say 403.
                 await send({"type": "websocket.close", "code": 4401,
                             "reason": "authentication required"})
                 return
             code, message = (
-                ("INVALID_CREDENTIALS", "The API key is invalid.") if key
+                ("INVALID_CREDENTIALS", "The API key or session token is invalid.") if key
                 else ("AUTHENTICATION_REQUIRED",
                       "An API key is required (Authorization: Bearer or X-API-Key).")
             )
@@ -105,12 +118,13 @@ def _presented_key(scope: Scope) -> str | None:
     return key.strip() if key and key.strip() else None
 
 
-def bootstrap_verifier(admin_key: str | None) -> Callable[[str], Principal | None]:
-    """Accepts the bootstrap admin key, compared in constant time."""
+def bootstrap_verifier(admin_key: str | None) -> Verifier:
+    """Accepts only the bootstrap admin key, compared in constant time (for tools and tests;
+    the app verifies with api.auth.Authenticator)."""
     expected = admin_key.encode() if admin_key else None
     admin = Principal(id="admin", role="admin", key_id="bootstrap")
 
-    def verify(key: str) -> Principal | None:
+    async def verify(key: str, scope: Scope) -> Principal | None:
         if expected is not None and hmac.compare_digest(key.encode(), expected):
             return admin
         return None

@@ -25,6 +25,9 @@ _ERROR_SCHEMA = {
         "type": {"type": "string"}, "param": {}}}},
 }
 
+_ERROR_RESPONSE = {"description": "Error", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/Error"}}}}
+
 
 def doc(summary: str, *, body: type[BaseModel] | None = None,
         response: type[BaseModel] | None = None, status: int = 200,
@@ -43,9 +46,12 @@ def build(routes: Sequence[BaseRoute]) -> dict[str, Any]:
     components: dict[str, Any] = {"Error": _ERROR_SCHEMA}
     for route in routes:
         if isinstance(route, WebSocketRoute):
+            # A plain HTTP GET (no Upgrade) finds no route: a 404 error body.
             paths.setdefault(route.path, {})["get"] = {
-                "summary": f"WebSocket: {route.name}", "responses": {"101": {
-                    "description": "Switching protocols"}}}
+                "summary": f"WebSocket: {route.name}",
+                "parameters": _path_parameters(route.path),
+                "responses": {"101": {"description": "Switching protocols"},
+                              "4XX": _ERROR_RESPONSE}}
             continue
         if not isinstance(route, Route):
             continue
@@ -74,9 +80,7 @@ def _ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:
 
 def _operation(path: str, meta: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": meta.get("summary", ""), "tags": meta.get("tags", [])}
-    params = [{"name": name.split(":")[0], "in": "path", "required": True,
-               "schema": {"type": "string"}}
-              for name in _path_params(path)]
+    params = _path_parameters(path)
     params += [{"name": name, "in": "query", "required": False,
                 "schema": {"type": kind}} for name, kind in meta.get("query", {}).items()]
     if params:
@@ -90,10 +94,14 @@ def _operation(path: str, meta: dict[str, Any], components: dict[str, Any]) -> d
     if meta.get("response") is not None:
         ok.setdefault("content", {})["application/json"] = {
             "schema": _ref(meta["response"], components)}
-    error = {"description": "Error", "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Error"}}}}
-    op["responses"] = {str(meta.get("status", 200)): ok, "4XX": error, "5XX": error}
+    op["responses"] = {str(meta.get("status", 200)): ok, "4XX": _ERROR_RESPONSE,
+                       "5XX": _ERROR_RESPONSE}
     return op
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [{"name": name.split(":")[0], "in": "path", "required": True,
+             "schema": {"type": "string"}} for name in _path_params(path)]
 
 
 def _path_params(path: str) -> list[str]:

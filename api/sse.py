@@ -13,9 +13,10 @@ from starlette.responses import StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.context import principal, services
-from api.errors import ApiError
+from api.errors import ApiError, error_response, status_for
 from api.streams import follow
 from pipelines.db import jobs as jobs_db
+from pipelines.errors import DomainError
 from pipelines.events import is_valid_stream_id
 from schemas.jobs import TERMINAL_EVENT_TYPES, Event
 
@@ -72,6 +73,24 @@ def job_event_stream(request: Request, row: Row[Any]) -> StreamingResponse:
     return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
+async def _refuse(websocket: WebSocket, exc: ApiError | DomainError) -> None:
+    """Answer the handshake with the same HTTP error as the SSE route, where the server can.
+
+    Without the ASGI denial-response extension a close before accept becomes a bare 403,
+    so the close code (4000 + status) is the only hint left.
+    """
+    if isinstance(exc, ApiError):
+        status, code, message = exc.status, exc.code, exc.message
+    else:
+        status, code, message = status_for(exc), exc.code, exc.message
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(
+            websocket.url.path, status, code, message,
+            request_id=websocket.scope.get("state", {}).get("request_id")))
+    else:
+        await websocket.close(code=4000 + status, reason=message[:120])
+
+
 async def job_event_websocket(
     websocket: WebSocket,
     job_id_of: Callable[[WebSocket], str],
@@ -82,8 +101,8 @@ async def job_event_websocket(
         job_id = job_id_of(websocket)
         await load(websocket, job_id)
         last_id = _last_event_id(websocket)
-    except Exception:
-        await websocket.close(code=4404, reason="job not found")
+    except (ApiError, DomainError) as exc:
+        await _refuse(websocket, exc)
         return
     await websocket.accept()
     svc = services(websocket)

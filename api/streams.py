@@ -36,19 +36,29 @@ async def follow(
     deadline = time.monotonic() + max_lifetime_s
     last = last_event_id
     async with hub.subscribe(log.keys.channel(job_id), job_id) as queue:
+        # A terminal event ends a replay only if it is the newest: a job retried after
+        # failing or being cancelled has its new attempt's events after it.
+        ended = False
         replayed = False
         async for event in _replay(log, job_id, last):
             replayed = True
             last = event.id
+            ended = event.terminal
             yield event
-            if event.terminal:
-                return
-        if not replayed and last is None and when_log_missing is not None:
-            if not await log.redis.exists(log.keys.events(job_id)):
+        if ended:
+            return
+        if not replayed:
+            newest = await log.last_event(job_id)
+            if newest is None and when_log_missing is not None:
                 stand_in = await when_log_missing()
                 if stand_in is not None:
                     yield stand_in
                     return
+            if newest is not None and newest.terminal and last is not None and (
+                stream_id_key(newest.id) <= stream_id_key(last)
+            ):
+                # A client resuming after the terminal event: nothing more will come.
+                return
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -61,9 +71,10 @@ async def follow(
             if item is RESYNC:
                 async for event in _replay(log, job_id, last):
                     last = event.id
+                    ended = event.terminal
                     yield event
-                    if event.terminal:
-                        return
+                if ended:
+                    return
                 continue
             if last is not None and stream_id_key(item.id) <= stream_id_key(last):
                 continue

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipelines.errors import JobCancelled
+from pipelines.errors import JobCancelled, UpstreamTimeout, UpstreamUnavailable
 from pipelines.ports import ChatModel, Emit, ToolCallDelta, Usage
+
+log = logging.getLogger("switchyard.chat")
 
 
 def complete(
@@ -89,6 +92,41 @@ def complete(
         "duration_ms": round((finished - started) * 1000, 3),
         "ttft_ms": None if first_token_at is None else round((first_token_at - started) * 1000, 3),
     }
+
+
+def complete_with_fallbacks(
+    candidates: Sequence[tuple[str, ChatModel]],
+    request: dict[str, Any],
+    emit: Emit,
+    **options: Any,
+) -> dict[str, Any]:
+    """`complete` on the first candidate that answers; the result names it as `model`.
+
+    A candidate that is down or times out before any output hands over to the next (its
+    own retries are already spent); once output has been emitted a failure is final, since
+    the caller already holds part of the first answer.
+    """
+    emitted = False
+
+    def tracking_emit(type: str, data: dict[str, Any]) -> bool:
+        nonlocal emitted
+        emitted = True
+        return emit(type, data)
+
+    for position, (model_id, model) in enumerate(candidates):
+        try:
+            result = complete(model, request, tracking_emit, **options)
+        except (UpstreamUnavailable, UpstreamTimeout) as exc:
+            if emitted or position == len(candidates) - 1:
+                raise
+            log.warning("model %s failed before output (%s); falling back to %s",
+                        model_id, exc, candidates[position + 1][0])
+            continue
+        result["model"] = model_id
+        if position:
+            result["fallback_from"] = candidates[0][0]
+        return result
+    raise ValueError("complete_with_fallbacks needs at least one candidate")
 
 
 def _tool_delta_dict(delta: ToolCallDelta) -> dict[str, Any]:

@@ -88,3 +88,58 @@ class CorruptDocument(DomainError):
     """The document could not be parsed as the type it claims to be."""
 
     code = "CORRUPT_DOCUMENT"
+
+
+class InvalidCredentials(DomainError):
+    """Wrong email or password (deliberately not saying which)."""
+
+    code = "INVALID_CREDENTIALS"
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but their role does not allow this route."""
+
+    code = "PERMISSION_DENIED"
+
+
+class RateLimited(DomainError):
+    """Too many requests in a window; `retry_after_s` says when to come back."""
+
+    code = "RATE_LIMIT_EXCEEDED"
+
+    def __init__(self, message: str, *, retry_after_s: float, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
+class TokenBudgetExceeded(RateLimited):
+    """The key has spent its daily token budget."""
+
+    code = "TOKEN_BUDGET_EXCEEDED"
+
+
+class UserNotFound(NotFound): ...
+
+
+class ApiKeyNotFound(NotFound): ...
+
+
+class EmailTaken(Conflict):
+    """Another account already uses this email."""
+
+
+class ConversationNotFound(NotFound):
+    """No conversation with that id belongs to the caller (someone else's looks the same)."""
+
+
+class KnowledgeBaseNotFound(NotFound):
+    """No knowledge base with that id is readable by the caller (private ones of others
+    look the same)."""
+
+
+class DocumentNotFound(NotFound):
+    """No document with that id is readable by the caller."""
+
+
+class DuplicateDocument(Conflict):
+    """The base already holds a file with the same content; `details.document` is it."""

@@ -3,7 +3,11 @@
 Publishing is one round trip (a Lua script): it refuses to publish once the job's cancel
 flag is set (unless forced, for the terminal `cancelled` event itself) and tells the
 publisher whether the job was cancelled, so a worker checks for cancellation between tokens
-at no extra cost. The pub/sub notice carries the whole event, so live followers never read
+at no extra cost. The flag holds the attempt number that was cancelled: a worker publishing
+for that attempt (or an earlier one) is refused, while the attempt a retry starts later is
+not, so a retry never revives a cancelled attempt that has not noticed its flag yet.
+
+The pub/sub notice carries the whole event, so live followers never read
 the stream; they read it only to replay what they missed.
 """
 
@@ -19,7 +23,11 @@ from pipelines.keys import Keys
 from schemas.jobs import Event
 
 _PUBLISH_LUA = """
-local cancelled = redis.call('EXISTS', KEYS[3])
+local cancelled = 0
+local flag = redis.call('GET', KEYS[3])
+if flag and (ARGV[8] == '' or tonumber(ARGV[8]) <= (tonumber(flag) or math.huge)) then
+  cancelled = 1
+end
 if cancelled == 1 and ARGV[6] ~= '1' then
   return {'', 1}
 end
@@ -70,10 +78,11 @@ class _Base:
         self.ttl_s = ttl_s
 
     def _args(self, job_id: str, type_: str, data: dict[str, Any], force: bool,
-              terminal: bool) -> tuple[list[str], list[Any]]:
+              terminal: bool, attempt: int | None) -> tuple[list[str], list[Any]]:
         keys = [self.keys.events(job_id), self.keys.seq(job_id), self.keys.cancel(job_id)]
         args = [self.keys.channel(job_id), type_, orjson.dumps(data), self.maxlen, self.ttl_s,
-                "1" if force else "0", "1" if terminal else "0"]
+                "1" if force else "0", "1" if terminal else "0",
+                "" if attempt is None else str(attempt)]
         return keys, args
 
     @staticmethod
@@ -91,9 +100,13 @@ class EventLog(_Base):
         self._script = redis.register_script(_PUBLISH_LUA)
 
     def publish(self, job_id: str, type_: str, data: dict[str, Any], *, force: bool = False,
-                terminal: bool = False) -> tuple[str | None, bool]:
-        """Append and announce one event; returns (event id or None if refused, cancelled)."""
-        keys, args = self._args(job_id, type_, data, force, terminal)
+                terminal: bool = False, attempt: int | None = None) -> tuple[str | None, bool]:
+        """Append and announce one event; returns (event id or None if refused, cancelled).
+
+        `attempt` is the publishing worker's attempt: only a cancel of that attempt (or a
+        later one) refuses it. Without it, any cancel flag refuses.
+        """
+        keys, args = self._args(job_id, type_, data, force, terminal, attempt)
         return self._result(self._script(keys=keys, args=args))
 
     def is_cancelled(self, job_id: str) -> bool:
@@ -110,7 +123,7 @@ class AsyncEventLog(_Base):
 
     async def publish(self, job_id: str, type_: str, data: dict[str, Any], *,
                       force: bool = False, terminal: bool = False) -> tuple[str | None, bool]:
-        keys, args = self._args(job_id, type_, data, force, terminal)
+        keys, args = self._args(job_id, type_, data, force, terminal, None)
         return self._result(await self._script(keys=keys, args=args))
 
     async def backlog(self, job_id: str, after: str | None = None,
@@ -121,8 +134,14 @@ class AsyncEventLog(_Base):
                                           count=count)
         return [_parse_entry(job_id, eid, fields) for eid, fields in entries]
 
-    async def request_cancel(self, job_id: str, ttl_s: int) -> None:
-        await self.redis.set(self.keys.cancel(job_id), b"1", ex=ttl_s)
+    async def last_event(self, job_id: str) -> Event | None:
+        """The newest event of the job's log, or None if the log expired or never existed."""
+        entries = await self.redis.xrevrange(self.keys.events(job_id), count=1)
+        if not entries:
+            return None
+        entry_id, fields = entries[0]
+        return _parse_entry(job_id, entry_id, fields)
 
-    async def clear_cancel(self, job_id: str) -> None:
-        await self.redis.delete(self.keys.cancel(job_id))
+    async def request_cancel(self, job_id: str, attempt: int, ttl_s: int) -> None:
+        """Raise the cancel flag for `attempt` (and every earlier one); later attempts run."""
+        await self.redis.set(self.keys.cancel(job_id), str(attempt).encode(), ex=ttl_s)

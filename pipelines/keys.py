@@ -35,6 +35,19 @@ class Keys:
     def sweeper_lock(self) -> str:
         return f"{self.namespace}:sweeper:lock"
 
+    def auth_epoch(self) -> str:
+        """Counter bumped on every revocation; API processes drop cached credentials when
+        it moves, so a revoked key, session or user stops working on every replica at once."""
+        return f"{self.namespace}:auth:epoch"
+
+    def rate_limit_prefix(self) -> str:
+        """Prefix under which the `limits` library keeps its counters."""
+        return f"{self.namespace}:rl"
+
+    def token_budget(self, key_id: str, day: str) -> str:
+        """Tokens a key has spent on one UTC day (`YYYY-MM-DD`)."""
+        return f"{self.namespace}:budget:{key_id}:{day}"
+
     @property
     def dramatiq_namespace(self) -> str:
         return f"{self.namespace}:dq"

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 
 class JobStatus(StrEnum):
@@ -33,9 +33,15 @@ class JobRoute(BaseModel):
 JOB_ROUTES: dict[str, JobRoute] = {
     "chat": JobRoute(actor_name="run_chat", queue_name="chat"),
     "noop": JobRoute(actor_name="run_noop", queue_name="default"),
+    "compare": JobRoute(actor_name="run_compare", queue_name="chat"),
+    "prune": JobRoute(actor_name="prune_conversation", queue_name="default"),
+    "ingest": JobRoute(actor_name="ingest_document", queue_name="ingest"),
 }
 
-JobKind = Literal["chat", "noop"]
+# Not a job kind: the delivery of a finished job's webhook, retried with backoff.
+WEBHOOK_ROUTE = JobRoute(actor_name="deliver_webhook", queue_name="default")
+
+JobKind = Literal["chat", "noop", "compare", "prune", "ingest"]
 
 
 class JobCreate(BaseModel):
@@ -43,7 +49,7 @@ class JobCreate(BaseModel):
 
     kind: JobKind
     input: dict[str, Any] = Field(default_factory=dict)
-    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_url: HttpUrl | None = None
     priority: int = Field(default=0, ge=0, le=10)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +35,10 @@ class Settings(BaseSettings):
     sweeper_stale_after_s: float = 120.0
     event_stream_maxlen: int = 10_000
     event_stream_ttl_s: int = 6 * 3600
+
+    # Signs webhook bodies (X-Switchyard-Signature); set it in production.
+    webhook_secret: SecretStr = SecretStr("switchyard-dev-webhook-secret")
+    webhook_timeout_s: float = 10.0
 
     # Workers
     stream_flush_ms: float = 10.0
@@ -68,6 +74,8 @@ class Settings(BaseSettings):
                   "general": "100000/minute"},
     })
     bootstrap_rate_limit_tier: str = "admin"
+    # Tier for requests without credentials (login, register), counted per client address.
+    anonymous_rate_limit_tier: str = "default"
     login_limit_per_account: str = "10/minute"
     login_limit_per_address: str = "30/minute"
     # Tokens a key may spend per UTC day across chat jobs; 0 means no budget.
@@ -86,3 +94,26 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(default=60.0, gt=0)
     upstream_max_retries: int = Field(default=2, ge=0)
     upstream_backoff_base_s: float = Field(default=0.5, ge=0)
+
+    # Knowledge bases (pipelines/ingest, pipelines/retrieve.py). EMBEDDING_PROVIDER is
+    # local (MiniLM-L6-v2 on the CPU, needs the local-embeddings extra), openai (any
+    # OpenAI-compatible /embeddings; EMBEDDING_BASE_URL / EMBEDDING_API_KEY, else the
+    # OPENAI_* ones) or hash (a dev embedder with no meaning); unset: local when its
+    # packages are installed, else hash. A base keeps the model it was created with.
+    embedding_provider: Literal["local", "openai", "hash"] | None = None
+    embedding_model: str | None = None
+    embedding_dimension: int | None = Field(default=None, ge=8, le=4000)
+    embedding_base_url: str | None = None
+    embedding_api_key: SecretStr | None = None
+    # Texts per embedder call (and per `progress` event) during ingestion.
+    embedding_batch_size: int = Field(default=256, ge=1)
+    chunk_max_characters: int = Field(default=1500, ge=100)
+    chunk_overlap: int = Field(default=150, ge=0)
+    file_store_dir: str = "./var/files"
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # Ask answers "nothing relevant" unless a retrieved chunk shares a keyword with the
+    # question or has at least this cosine similarity to it.
+    ask_min_similarity: float = Field(default=0.3, ge=-1, le=1)
+    ask_max_context_chars: int = Field(default=24_000, ge=1000)
+    # HNSW candidate list per query (pgvector's hnsw.ef_search); more is slower, higher recall.
+    hnsw_ef_search: int = Field(default=100, ge=10, le=1000)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 
-from pipelines import chat, models
+from pipelines import chat
+from pipelines.conversations import record_reply
 from pipelines.errors import DomainError
+from pipelines.usage import local_usage, record_chat_usage
 from schemas.jobs import JOB_ROUTES
 from workers.jobs import JobContext, execute
 
@@ -17,12 +21,26 @@ _ROUTE = JOB_ROUTES["chat"]
 def run_chat(job_id: str) -> None:
     """Publishes started, delta…, then succeeded (with the whole completion) or failed.
 
-    Safe to re-run: a finished or cancelled job is skipped; a retry publishes `retry` first.
+    The model's fallbacks answer when it is down before its first token. A success is
+    recorded in `usage_records` once. Safe to re-run: a finished or cancelled job is
+    skipped; a retry publishes `retry` first.
     """
 
-    def work(ctx: JobContext) -> dict:
-        model = models.chat_model(ctx.input["model"])
-        return chat.complete(model, ctx.input, ctx.emit,
-                             flush_ms=ctx.resources.settings.stream_flush_ms)
+    def work(ctx: JobContext) -> dict[str, Any]:
+        res = ctx.resources
+        chain = res.models.chain(ctx.input["model"])
+        candidates = [(info.id, res.chat_models.get(info)) for info in chain]
+        result = chat.complete_with_fallbacks(
+            candidates, ctx.input, ctx.emit, flush_ms=res.settings.stream_flush_ms,
+            count_tokens=local_usage)
+        answered = next(info for info in chain if info.id == result["model"])
+        with res.engine.begin() as conn:
+            record_chat_usage(conn, job_id=ctx.job_id, owner_id=ctx.owner_id,
+                              key_id=ctx.key_id, info=answered, result=result)
+        if conversation_id := ctx.input.get("conversation_id"):
+            # Here, not in the API: the reply is kept even if the client hung up.
+            record_reply(res.engine, conversation_id=conversation_id, owner_id=ctx.owner_id,
+                         job_id=ctx.job_id, result=result)
+        return result
 
     execute(job_id, work)

@@ -13,9 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dramatiq.middleware import CurrentMessage
+
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import DomainError, JobCancelled, UpstreamUnavailable
 from workers.resources import Resources, current
+from workers.webhooks import deliver_webhook
 
 log = logging.getLogger("switchyard.jobs")
 
@@ -32,11 +35,13 @@ class JobContext:
     owner_id: str
     input: dict[str, Any]
     resources: Resources
+    key_id: str | None = None
     _last_progress_at: float = field(default=0.0)
 
     def emit(self, type_: str, data: dict[str, Any]) -> bool:
         """Publish one event; True means the job was cancelled and the work should stop."""
-        _, cancelled = self.resources.events.publish(self.job_id, type_, data)
+        _, cancelled = self.resources.events.publish(self.job_id, type_, data,
+                                                     attempt=self.attempt)
         return cancelled
 
     def progress(self, fraction: float, **data: Any) -> None:
@@ -59,7 +64,8 @@ def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
         _ensure_terminal_event(res, job_id)
         return
     ctx = JobContext(job_id=job_id, attempt=claimed.attempts, kind=claimed.kind,
-                     owner_id=claimed.owner_id, input=claimed.input, resources=res)
+                     owner_id=claimed.owner_id, input=claimed.input, resources=res,
+                     key_id=claimed.key_id)
     if ctx.attempt > 1:
         # Tells followers to drop partial output: the next attempt starts from scratch.
         ctx.emit("retry", {"attempt": ctx.attempt})
@@ -72,10 +78,11 @@ def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
         log.info("job cancelled", extra={"job_id": job_id})
         return
     except DomainError as exc:
-        _fail(res, ctx, exc.code, exc.message, status=getattr(exc, "status", None))
+        _fail(res, ctx, exc.code, exc.message, status=getattr(exc, "status", None),
+              retry_after_s=getattr(exc, "retry_after_s", None))
         return
     except Exception as exc:
-        if ctx.attempt >= res.settings.job_max_attempts:
+        if _deliveries(ctx.attempt) >= res.settings.job_max_attempts:
             log.exception("job failed after %d attempts", ctx.attempt, extra={"job_id": job_id})
             _fail(res, ctx, *_public_error(exc))
             return
@@ -85,9 +92,23 @@ def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
     with res.engine.begin() as conn:
         done = conn.execute(jobs_db.mark_succeeded(job_id, ctx.attempt, result)).first()
     if done is not None:
-        res.events.publish(job_id, "succeeded", {"result": result}, terminal=True)
+        res.events.publish(job_id, "succeeded", {"result": result}, terminal=True,
+                           attempt=ctx.attempt)
+        _webhook(done)
         log.info("job succeeded in %.1f ms", (time.perf_counter() - started) * 1000,
                  extra={"job_id": job_id})
+
+
+def _deliveries(attempt: int) -> int:
+    """How often this message has run, this time included.
+
+    Not `attempts`: that keeps counting across retries a user asks for (it fences each
+    attempt), while each such retry sends a new message with a fresh budget.
+    """
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return attempt
+    return int(message.options.get("retries", 0)) + 1
 
 
 def _public_error(exc: Exception) -> tuple[str, str]:
@@ -98,14 +119,24 @@ def _public_error(exc: Exception) -> tuple[str, str]:
 
 
 def _fail(res: Resources, ctx: JobContext, code: str, message: str,
-          status: int | None = None) -> None:
+          status: int | None = None, retry_after_s: float | None = None) -> None:
     error: dict[str, Any] = {"code": code, "message": message}
     if status is not None:
         error["status"] = status
+    if retry_after_s is not None:
+        # Lets the API answer a rate-limited upstream with its own Retry-After.
+        error["retry_after_s"] = retry_after_s
     with res.engine.begin() as conn:
         done = conn.execute(jobs_db.mark_failed(ctx.job_id, ctx.attempt, error)).first()
     if done is not None:
-        res.events.publish(ctx.job_id, "failed", {"error": error}, terminal=True)
+        res.events.publish(ctx.job_id, "failed", {"error": error}, terminal=True,
+                           attempt=ctx.attempt)
+        _webhook(done)
+
+
+def _webhook(done: Any) -> None:
+    if done.webhook_url:
+        deliver_webhook.send(str(done.id))
 
 
 def _ensure_terminal_event(res: Resources, job_id: str) -> None:

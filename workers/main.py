@@ -4,6 +4,6 @@
 first alphabetically) before any actor module declares its actors.
 """
 
-from workers import broker, chat, noop
+from workers import broker, chat, compare, conversations, knowledge, noop, webhooks
 
-__all__ = ["broker", "chat", "noop"]
+__all__ = ["broker", "chat", "compare", "conversations", "knowledge", "noop", "webhooks"]

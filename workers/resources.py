@@ -12,8 +12,12 @@ import dramatiq
 from redis import Redis
 from sqlalchemy import Engine
 
+from pipelines.embedders.registry import Embedders, default_spec
 from pipelines.events import EventLog
 from pipelines.keys import Keys
+from pipelines.models import ModelRegistry
+from pipelines.providers.pool import ChatModels
+from pipelines.storage import FileStore, build_file_store
 from schemas.settings import Settings
 
 
@@ -24,6 +28,11 @@ class Resources:
     redis: Redis
     events: EventLog
     keys: Keys
+    models: ModelRegistry
+    chat_models: ChatModels
+    # Knowledge ingestion: embedders are built (and a local model loaded) on first use.
+    embedders: Embedders
+    file_store: FileStore
 
 
 _current: Resources | None = None
@@ -43,21 +52,41 @@ class WorkerResources(dramatiq.Middleware):
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         from pipelines.db.engine import sync_engine
+        from pipelines.secretbox import secret_box
 
         global _current
         settings = self.settings
         keys = Keys(settings.switchyard_namespace)
         redis = Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=30)
+        engine = sync_engine(settings.database_url, pool_size=settings.db_pool_size)
+        secret = settings.switchyard_secret_key
         _current = Resources(
             settings=settings,
-            engine=sync_engine(settings.database_url, pool_size=settings.db_pool_size),
+            engine=engine,
             redis=redis,
             events=EventLog(redis, keys, maxlen=settings.event_stream_maxlen,
                             ttl_s=settings.event_stream_ttl_s),
             keys=keys,
+            models=ModelRegistry(engine, secret_box(secret.get_secret_value() if secret else None),
+                                 ttl_s=settings.model_cache_ttl_s),
+            chat_models=ChatModels(default_timeout_s=settings.upstream_timeout_s,
+                                   max_retries=settings.upstream_max_retries,
+                                   backoff_base_s=settings.upstream_backoff_base_s),
+            embedders=build_embedders(settings),
+            file_store=build_file_store(settings.file_store_dir),
         )
 
     def before_process_stop(self, broker: dramatiq.Broker) -> None:
         if _current is not None:
             _current.engine.dispose()
             _current.redis.close()
+
+
+def build_embedders(settings: Settings) -> Embedders:
+    key = settings.embedding_api_key or settings.openai_api_key
+    return Embedders(
+        default_spec(settings.embedding_provider, settings.embedding_model,
+                     settings.embedding_dimension),
+        openai_api_key=key.get_secret_value() if key else None,
+        openai_base_url=settings.embedding_base_url or settings.openai_base_url,
+        timeout_s=settings.upstream_timeout_s, max_retries=settings.upstream_max_retries)

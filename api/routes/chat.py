@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -12,65 +12,75 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from api.bodies import parse
-from api.context import Services, principal, services
-from api.errors import error_body, job_error_status
+from api.chat_jobs import ChatJob, failure_of, prelude, replay, start_chat_job
+from api.context import services
+from api.conversation_turns import with_conversation
+from api.errors import error_body, job_error_headers, job_error_status
 from api.formats import openai as fmt
-from api.job_control import cancel_job, submit_job
+from api.openapi import doc
 from api.sse import SSE_HEADERS
-from api.streams import follow
-from pipelines.models import get_model
 from schemas.jobs import Event
 from schemas.openai import ChatCompletionRequest
 
-# Cancellations started by disconnecting clients; kept so they are not garbage-collected.
-_background: set[asyncio.Task[None]] = set()
 
-
+@doc("OpenAI Chat Completions (streamed as chat.completion.chunk SSE, or whole)",
+     body=ChatCompletionRequest, streams=True, tags=["inference"])
 async def chat_completions(request: Request) -> Response:
     svc = services(request)
     body = await parse(request, ChatCompletionRequest, svc.settings.max_json_body_bytes)
-    get_model(body.model)
-    owner_id = principal(request).owner_id
-    row, _ = await submit_job(svc, kind="chat", owner_id=owner_id, input=body.job_input())
-    job_id = str(row.id)
-    completion_id = "chatcmpl-" + job_id.replace("-", "")
+    job_input, on_submit = await with_conversation(request, body.job_input())
+    job = await start_chat_job(request, job_input, on_submit)
+    completion_id = "chatcmpl-" + job.job_id.replace("-", "")
     created = int(time.time())
-    events = follow(svc.hub, svc.events, job_id, keepalive_s=svc.settings.sse_keepalive_s,
-                    max_lifetime_s=svc.settings.chat_timeout_s)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        writer = fmt.ChunkWriter(completion_id, body.model, created, include_usage)
-        frames = _stream(svc, events, writer, job_id, owner_id)
-        return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
-    return await _whole(svc, events, completion_id, created, job_id, owner_id)
+    if not body.stream:
+        return await _whole(job, completion_id, created)
+    try:
+        seen = await prelude(job.events)
+    except BaseException:
+        job.cancel_in_background()
+        raise
+    if not seen:
+        job.cancel_in_background()
+        return _error(504, "UPSTREAM_TIMEOUT", "The completion did not start in time.")
+    if (error := failure_of(seen)) is not None:
+        return _job_error(error)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    writer = fmt.ChunkWriter(completion_id, body.model, created, include_usage)
+    frames = _stream(job, replay(seen, job.events), writer)
+    return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _whole(svc: Services, events: AsyncIterator[Event | None], completion_id: str,
-                 created: int, job_id: str, owner_id: str) -> Response:
+async def _whole(job: ChatJob, completion_id: str, created: int) -> Response:
     terminal: Event | None = None
     try:
-        async for event in events:
+        async for event in job.events:
             if event is not None and event.terminal:
                 terminal = event
     finally:
         if terminal is None:
-            _cancel_in_background(svc, job_id, owner_id)
+            job.cancel_in_background()
     if terminal is None:
         return _error(504, "UPSTREAM_TIMEOUT", "The completion did not finish in time.")
     if terminal.type == "succeeded":
         body = fmt.completion(completion_id, created, terminal.data["result"])
         return Response(orjson.dumps(body), media_type="application/json")
-    error = terminal.data.get("error") or {"code": "CANCELLED", "message": "Cancelled."}
-    return _error(job_error_status(error), error["code"], error["message"])
+    return _job_error(terminal.data.get("error") or {"code": "CANCELLED",
+                                                     "message": "Cancelled."})
 
 
-def _error(status: int, code: str, message: str) -> Response:
+def _error(status: int, code: str, message: str,
+           headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(error_body("openai", status, code, message)),
-                    status_code=status, media_type="application/json")
+                    status_code=status, media_type="application/json", headers=headers)
 
 
-async def _stream(svc: Services, events: AsyncIterator[Event | None], writer: fmt.ChunkWriter,
-                  job_id: str, owner_id: str) -> AsyncIterator[bytes]:
+def _job_error(error: dict[str, Any]) -> Response:
+    return _error(job_error_status(error), error["code"], error["message"],
+                  headers=job_error_headers(error))
+
+
+async def _stream(job: ChatJob, events: AsyncIterator[Event | None],
+                  writer: fmt.ChunkWriter) -> AsyncIterator[bytes]:
     finished = False
     try:
         yield writer.role()
@@ -100,14 +110,7 @@ async def _stream(svc: Services, events: AsyncIterator[Event | None], writer: fm
     finally:
         if not finished:
             # Nobody is left to read this completion: stop the worker.
-            _cancel_in_background(svc, job_id, owner_id)
-
-
-def _cancel_in_background(svc: Services, job_id: str, owner_id: str) -> None:
-    task = asyncio.get_running_loop().create_task(
-        cancel_job(svc, job_id, owner_id, "client disconnected"))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+            job.cancel_in_background()
 
 
 routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

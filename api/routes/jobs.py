@@ -13,7 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from api.bodies import parse
-from api.context import principal, services
+from api.context import Services, principal, services
 from api.errors import ApiError, validation_details
 from api.job_control import cancel_job as cancel_job_flow
 from api.job_control import submit_job
@@ -64,10 +64,12 @@ async def create_job(request: Request) -> Response:
     if key is not None and not (0 < len(key) <= _MAX_IDEMPOTENCY_KEY):
         raise ApiError(400, "VALIDATION_FAILED",
                        f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters.")
-    _validate_input(body)
+    await _validate_input(svc, body)
     row, created = await submit_job(
         svc, kind=body.kind, owner_id=principal(request).owner_id, input=body.input,
-        idempotency_key=key, webhook_url=body.webhook_url, priority=body.priority,
+        key_id=principal(request).key_id,
+        idempotency_key=key, priority=body.priority,
+        webhook_url=str(body.webhook_url) if body.webhook_url else None,
     )
     headers = {"Location": f"/v1/jobs/{row.id}"}
     if not created:
@@ -75,10 +77,9 @@ async def create_job(request: Request) -> Response:
     return _json(job_read(row), status=202, headers=headers)
 
 
-def _validate_input(body: JobCreate) -> None:
+async def _validate_input(svc: Services, body: JobCreate) -> None:
     """Reject a job the worker could only fail, before it is queued."""
     if body.kind == "chat":
-        from pipelines.models import get_model
         from schemas.openai import ChatCompletionRequest
 
         try:
@@ -90,7 +91,7 @@ def _validate_input(body: JobCreate) -> None:
             raise ApiError(422, "VALIDATION_FAILED",
                            f"Invalid chat input: {details[0]['field']}: {details[0]['message']}",
                            details=details) from None
-        get_model(request.model)
+        await svc.models.resolve(request.model)
 
 
 async def get_job(request: Request) -> Response:
@@ -147,8 +148,9 @@ async def retry_job(request: Request) -> Response:
         current = await load_job(request, job_id)
         raise Conflict(f"Only failed or cancelled jobs can be retried; this one is "
                        f"{current.status}.")
-    await svc.events.clear_cancel(job_id)
-    await svc.events.publish(job_id, "queued", {"kind": row.kind, "retry": True})
+    # Forced past the cancel flag, which stays up to stop the cancelled attempt (if it is
+    # still winding down); the new attempt's number is above it, so it runs.
+    await svc.events.publish(job_id, "queued", {"kind": row.kind, "retry": True}, force=True)
     await svc.enqueuer.send(row.kind, job_id)
     return _json(job_read(row), status=202)
 

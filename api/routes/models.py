@@ -7,16 +7,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipelines.models import get_model, list_models
+from api.context import services
+from api.openapi import doc
 
 
+@doc("List models (registry and development models)", tags=["models"])
 async def list_all(request: Request) -> Response:
-    body = {"object": "list", "data": [m.as_openai() for m in list_models()]}
+    models = await services(request).models.list()
+    body = {"object": "list", "data": [m.as_openai() for m in models]}
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+@doc("Read one model", tags=["models"])
 async def get_one(request: Request) -> Response:
-    model = get_model(request.path_params["model_id"])
+    model = await services(request).models.get(request.path_params["model_id"])
     return Response(orjson.dumps(model.as_openai()), media_type="application/json")
 
 

@@ -35,6 +35,7 @@ def insert_job(
     webhook_url: str | None = None,
     priority: int = 0,
     parent_id: str | None = None,
+    key_id: str | None = None,
 ) -> Insert:
     """Insert a queued job; with an idempotency key, a repeat inserts nothing and returns no row."""
     stmt = insert(jobs).values(
@@ -46,6 +47,7 @@ def insert_job(
         webhook_url=webhook_url,
         priority=priority,
         parent_id=parent_id,
+        key_id=key_id,
     )
     if idempotency_key is not None:
         stmt = stmt.on_conflict_do_nothing(
@@ -121,7 +123,7 @@ def mark_running(job_id: str) -> Update:
             started_at=func.coalesce(jobs.c.started_at, func.now()),
             updated_at=func.now(),
         )
-        .returning(jobs.c.attempts, jobs.c.kind, jobs.c.input, jobs.c.owner_id)
+        .returning(jobs.c.attempts, jobs.c.kind, jobs.c.input, jobs.c.owner_id, jobs.c.key_id)
     )
 
 
@@ -161,10 +163,15 @@ def cancel(job_id: str, owner_id: str) -> Update:
 
 
 def requeue_for_retry(job_id: str, owner_id: str) -> Update:
+    """Queue a failed or cancelled job again.
+
+    `attempts` keeps counting: it fences each attempt's finishing UPDATE and its events, so
+    a cancelled attempt still winding down can never complete the retried job.
+    """
     return (
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.owner_id == owner_id, jobs.c.status.in_(_RETRYABLE))
-        .values(status="queued", attempts=0, progress=0.0, result=None, error=None,
+        .values(status="queued", progress=0.0, result=None, error=None,
                 finished_at=None, updated_at=func.now(), enqueued_at=func.now())
         .returning(*jobs.c)
     )

@@ -1,0 +1,93 @@
+"""What every chat front format shares: submit a chat job, open its event stream, and
+cancel it when the client goes away.
+
+A stream's HTTP status is decided by its first event: a job that fails before any output
+(unknown upstream key, upstream rate limit, timeout) is answered with that error's status
+and headers, so SDKs raise the right exception; once output (or a keep-alive, for a slow
+first token) has been sent, the status is 200 and errors travel inside the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from api.context import Services, principal, services
+from api.job_control import OnSubmit, cancel_job, submit_job
+from api.streams import follow
+from pipelines.models import ModelInfo
+from schemas.jobs import Event
+
+# Cancellations started by disconnecting clients; kept so they are not garbage-collected.
+_background: set[asyncio.Task[Any]] = set()
+
+
+@dataclass(slots=True)
+class ChatJob:
+    """A submitted chat job and the stream of its events."""
+
+    svc: Services
+    job_id: str
+    owner_id: str
+    model: ModelInfo
+    events: AsyncIterator[Event | None]
+
+    def cancel_in_background(self, reason: str = "client disconnected") -> None:
+        """Stop the worker without waiting: nobody is left to read this job."""
+        task = asyncio.get_running_loop().create_task(
+            cancel_job(self.svc, self.job_id, self.owner_id, reason))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+async def start_chat_job(conn: HTTPConnection, job_input: dict[str, Any],
+                         on_submit: OnSubmit | None = None) -> ChatJob:
+    """Check the model, submit a `chat` job for the caller, and subscribe to its events.
+
+    `on_submit` writes rows that belong with the job in its transaction (conversation turns).
+    """
+    svc = services(conn)
+    model = await svc.models.resolve(job_input["model"])
+    who = principal(conn)
+    row, _ = await submit_job(svc, kind="chat", owner_id=who.owner_id, input=job_input,
+                              key_id=who.key_id, on_submit=on_submit)
+    job_id = str(row.id)
+    events = follow(svc.hub, svc.events, job_id, keepalive_s=svc.settings.sse_keepalive_s,
+                    max_lifetime_s=svc.settings.chat_timeout_s)
+    return ChatJob(svc=svc, job_id=job_id, owner_id=who.owner_id, model=model, events=events)
+
+
+async def prelude(events: AsyncIterator[Event | None]) -> list[Event | None]:
+    """Events up to the first that decides the response: output, a terminal, or a keep-alive.
+
+    An empty list means the stream ended (its lifetime ran out) before anything happened.
+    """
+    seen: list[Event | None] = []
+    async for event in events:
+        seen.append(event)
+        if event is None or event.type == "delta" or event.terminal:
+            break
+    return seen
+
+
+def failure_of(seen: list[Event | None]) -> dict[str, Any] | None:
+    """The error of a job that ended without output, if the prelude shows one."""
+    last = seen[-1] if seen else None
+    if last is None or not last.terminal or last.type == "succeeded":
+        return None
+    return last.data.get("error") or {"code": "CANCELLED", "message": "The request was cancelled."}
+
+
+async def replay(seen: list[Event | None],
+                 events: AsyncIterator[Event | None]) -> AsyncIterator[Event | None]:
+    """The prelude's events again, then the rest of the stream."""
+    for event in seen:
+        yield event
+    if seen and seen[-1] is not None and seen[-1].terminal:
+        return
+    async for event in events:
+        yield event

@@ -1,0 +1,89 @@
+"""Admin: usage per owner, and system status (queue depths, live workers, versions)."""
+
+from __future__ import annotations
+
+import platform
+import time
+from importlib import metadata
+
+import orjson
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import require_admin
+from api.bodies import json_response as json
+from api.context import services
+from api.openapi import doc
+from api.routes.usage import token_usage_report
+from pipelines.db import usage as usage_db
+from schemas.accounts import (
+    QueueStatus,
+    SystemStatus,
+    UsageReport,
+    UsageRow,
+    WorkerStatus,
+)
+from schemas.jobs import JOB_ROUTES
+
+# Queues the architecture names, plus any a job kind declares.
+_QUEUES = sorted({"chat", "chains", "ingest", "deploy", "default",
+                  *(route.queue_name for route in JOB_ROUTES.values())})
+
+
+@doc("Jobs per owner and kind, and chat tokens and cost", response=UsageReport,
+     query={"from": "string", "to": "string", "owner_id": "string", "key_id": "string"},
+     tags=["admin"])
+async def usage(request: Request) -> Response:
+    require_admin(request)
+    async with services(request).engine.connect() as conn:
+        rows = (await conn.execute(usage_db.jobs_by_owner_and_kind())).all()
+    tokens = await token_usage_report(request, owner_id=None, admin=True)
+    return json(UsageReport(usage=[
+        UsageRow(owner_id=r.owner_id, kind=r.kind, jobs=r.jobs, succeeded=r.succeeded or 0,
+                 failed=r.failed or 0) for r in rows], tokens=tokens))
+
+
+@doc("Queue depths from the broker, live workers, and versions", response=SystemStatus,
+     tags=["admin"])
+async def system_status(request: Request) -> Response:
+    require_admin(request)
+    svc = services(request)
+    keys, redis = svc.keys, svc.redis
+    pipe = redis.pipeline(transaction=False)
+    for queue in _QUEUES:
+        pipe.llen(keys.dramatiq_queue(queue))
+        pipe.llen(keys.dramatiq_queue(f"{queue}.DQ"))  # Dramatiq's delay queue
+        pipe.hlen(keys.dramatiq_messages(queue))
+    counts = await pipe.execute()
+    queues = [QueueStatus(name=q, queued=counts[3 * i], delayed=counts[3 * i + 1],
+                          messages=counts[3 * i + 2]) for i, q in enumerate(_QUEUES)]
+    now_ms = time.time() * 1000
+    cutoff_ms = now_ms - svc.settings.worker_presence_ttl_s * 1000
+    raw: list[tuple[bytes, float]] = await redis.zrangebyscore(  # type: ignore[assignment]
+        keys.workers(), cutoff_ms, "+inf", withscores=True)
+    seen = [(worker.decode(), float(score)) for worker, score in raw]
+    infos = await redis.mget([keys.worker_info(w) for w, _ in seen]) if seen else []
+    workers = [WorkerStatus(id=w, last_seen_s_ago=round((now_ms - score) / 1000, 3),
+                            info=orjson.loads(info) if info else None)
+               for (w, score), info in zip(seen, infos, strict=True)]
+    async with svc.engine.connect() as conn:
+        postgres = (await conn.execute(text("SHOW server_version"))).scalar_one()
+    redis_info = await redis.info("server")
+    versions = {"switchyard": _version(), "python": platform.python_version(),
+                "postgres": str(postgres), "redis": str(redis_info.get("redis_version", ""))}
+    return json(SystemStatus(queues=queues, workers=workers, versions=versions))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("switchyard")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+routes = [
+    Route("/v1/admin/usage", usage, methods=["GET"]),
+    Route("/v1/system/status", system_status, methods=["GET"]),
+]

@@ -1,0 +1,64 @@
+"""`POST /v1/compare`: one prompt to 2–4 models at once, as a `compare` job.
+
+Answered whole (200, once the job ends), streamed (SSE: `model-start`, `text-delta` and
+`model-finish` tagged with the model, then `finish` with every result), or, with
+`async: true`, as the job itself (202) to poll or follow.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.bodies import parse
+from api.context import principal, services
+from api.job_control import submit_job
+from api.job_replies import failure_response, json_response, relay, sse_frame, wait_for_end
+from api.openapi import doc
+from api.routes.jobs import job_read
+from schemas.compare import CompareRequest, CompareResult
+from schemas.jobs import Event
+
+
+def _frames(event: Event) -> list[bytes]:
+    data = event.data
+    tag = {"model": data.get("model"), "index": data.get("index")}
+    if event.type == "step_started":
+        return [sse_frame("model-start", tag)]
+    if event.type == "delta" and data.get("text"):
+        return [sse_frame("text-delta", {**tag, "text": data["text"]})]
+    if event.type == "step_completed":
+        return [sse_frame("model-finish", {**tag, **data["result"]})]
+    if event.type == "succeeded":
+        return [sse_frame("finish", data["result"])]
+    return []
+
+
+@doc("Run one prompt on 2–4 models concurrently: per model response, tokens, duration, "
+     "time to first token, cost (SSE if stream; 202 with the job if async)",
+     body=CompareRequest, response=CompareResult, streams=True, tags=["compare"])
+async def compare(request: Request) -> Response:
+    svc = services(request)
+    body = await parse(request, CompareRequest, svc.settings.max_json_body_bytes)
+    # Unknown ids are the caller's mistake, so they fail the request; a model that fails
+    # while answering is reported in its own result instead.
+    for model_id in body.models:
+        await svc.models.resolve(model_id)
+    owner = principal(request)
+    row, _ = await submit_job(svc, kind="compare", owner_id=owner.owner_id,
+                              input=body.job_input(), key_id=owner.key_id)
+    job_id = str(row.id)
+    if body.async_:
+        return Response(job_read(row).model_dump_json(), status_code=202,
+                        media_type="application/json",
+                        headers={"Location": f"/v1/jobs/{job_id}", "X-Job-ID": job_id})
+    if body.stream:
+        return relay(svc, job_id, _frames)
+    terminal = await wait_for_end(svc, job_id)
+    if terminal is None or terminal.type != "succeeded":
+        return failure_response(request, terminal, job_id)
+    return json_response(terminal.data["result"], job_id)
+
+
+routes = [Route("/v1/compare", compare, methods=["POST"])]

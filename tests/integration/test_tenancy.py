@@ -1,0 +1,159 @@
+"""Tenancy: user B holding user A's ids gets 404 from every route that takes an id, and
+nothing of A's changes; list routes never show another user's rows.
+
+The matrix is table-driven: a later resource adds one `Resource` row to `RESOURCES`
+(how A creates one, which routes take its id, how A sees its state, where it is listed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.sync.client import connect as ws_connect
+
+from tests.integration.accounts import RELAXED_LOGIN_ENV, User, create_key, new_user
+from tests.integration.conftest import Stack, _start_stack
+from tests.integration.jobclient import lorem_input
+
+Probe = tuple[str, str]  # (method, path with `{id}`); method "WS" opens a WebSocket
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str
+    create: Callable[[httpx.Client, User], str]
+    # A's view of the resource: must be the same before and after B's probes.
+    state: Callable[[httpx.Client, User, str], Any]
+    probes: list[Probe]
+    list_path: str | None = None
+    list_ids: Callable[[dict[str, Any]], set[str]] = field(
+        default=lambda body: {row["id"] for row in body["data"]})
+
+
+def _submit_slow_job(http: httpx.Client, owner: User) -> str:
+    # A slow dev model keeps the job active for the whole probe.
+    response = http.post("/v1/jobs", headers=owner.headers, json={
+        "kind": "chat", "input": lorem_input(words=400, delay_ms=50)})
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def _cancelled_job(http: httpx.Client, owner: User) -> str:
+    job_id = _submit_slow_job(http, owner)
+    assert http.post(f"/v1/jobs/{job_id}/cancel", headers=owner.headers).status_code == 200
+    return job_id
+
+
+def _job_state(http: httpx.Client, owner: User, job_id: str) -> Any:
+    body = http.get(f"/v1/jobs/{job_id}", headers=owner.headers).json()
+    status = "active" if body["status"] in ("queued", "running") else body["status"]
+    return status, body["error"]
+
+
+def _key(http: httpx.Client, owner: User) -> str:
+    return str(create_key(http, owner.headers, name="tenancy")["id"])
+
+
+def _key_state(http: httpx.Client, owner: User, key_id: str) -> Any:
+    keys = http.get("/v1/keys", headers=owner.headers).json()["data"]
+    return [(k["id"], k["revoked_at"]) for k in keys if k["id"] == key_id]
+
+
+_JOB_PROBES: list[Probe] = [
+    ("GET", "/v1/jobs/{id}"), ("POST", "/v1/jobs/{id}/cancel"),
+    ("POST", "/v1/jobs/{id}/retry"), ("GET", "/v1/jobs/{id}/events"),
+    ("WS", "/v1/jobs/{id}/ws"),
+]
+
+RESOURCES = [
+    Resource("active job", _submit_slow_job, _job_state, _JOB_PROBES, "/v1/jobs"),
+    Resource("cancelled job", _cancelled_job, _job_state, _JOB_PROBES, "/v1/jobs"),
+    Resource("api key", _key, _key_state, [("DELETE", "/v1/keys/{id}")], "/v1/keys"),
+]
+
+
+@pytest.fixture(scope="module")
+def tenancy_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str,
+                  redis_url: str) -> Iterator[Stack]:
+    stack = _start_stack(tmp_path_factory.mktemp("tenancy"), database_url, redis_url,
+                         env=RELAXED_LOGIN_ENV)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def http(tenancy_stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=tenancy_stack.base_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def alice(http: httpx.Client, tenancy_stack: Stack) -> User:
+    return new_user(http, tenancy_stack.headers)
+
+
+@pytest.fixture(scope="module")
+def bob(http: httpx.Client, tenancy_stack: Stack) -> User:
+    return new_user(http, tenancy_stack.headers)
+
+
+def _probe(http: httpx.Client, stack: Stack, who: User, method: str, path: str) -> int:
+    """The status B gets; a WebSocket refused before the handshake counts as its 403/404."""
+    if method == "WS":
+        url = stack.base_url.replace("http://", "ws://") + path
+        try:
+            with ws_connect(url, additional_headers=who.headers, open_timeout=5) as ws:
+                ws.close()
+                return 101
+        except websockets.exceptions.InvalidStatus as exc:
+            return 404 if exc.response.status_code == 403 else exc.response.status_code
+    if method == "GET" and path.endswith("/events"):
+        with http.stream("GET", path, headers=who.headers) as response:
+            return response.status_code
+    return http.request(method, path, headers=who.headers).status_code
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.name)
+def test_another_users_id_is_not_found_everywhere_and_changes_nothing(
+    http: httpx.Client, tenancy_stack: Stack, alice: User, bob: User, resource: Resource
+) -> None:
+    resource_id = resource.create(http, alice)
+    before = resource.state(http, alice, resource_id)
+    for method, template in resource.probes:
+        path = template.format(id=resource_id)
+        assert _probe(http, tenancy_stack, bob, method, path) == 404, (method, path)
+    assert resource.state(http, alice, resource_id) == before
+    # The same ids do work for their owner, so the 404s above are about ownership.
+    owner_get = next((p for m, p in resource.probes if m == "GET"), None)
+    if owner_get is not None:
+        path = owner_get.format(id=resource_id)
+        assert http.get(path, headers=alice.headers).status_code == 200
+
+
+@pytest.mark.parametrize("resource", [r for r in RESOURCES if r.list_path],
+                         ids=lambda r: r.name)
+def test_lists_never_show_another_users_rows(
+    http: httpx.Client, alice: User, bob: User, resource: Resource
+) -> None:
+    assert resource.list_path is not None
+    resource_id = resource.create(http, alice)
+    mine = resource.list_ids(http.get(resource.list_path, headers=alice.headers).json())
+    theirs = resource.list_ids(http.get(resource.list_path, headers=bob.headers).json())
+    assert resource_id in mine
+    assert resource_id not in theirs
+
+
+def test_admins_see_everything_only_through_admin_routes(
+    http: httpx.Client, tenancy_stack: Stack, alice: User
+) -> None:
+    job_id = _submit_slow_job(http, alice)
+    # The bootstrap admin is a principal of its own: user routes scope it like anyone.
+    assert http.get(f"/v1/jobs/{job_id}", headers=tenancy_stack.headers).status_code == 404
+    usage = http.get("/v1/admin/usage", headers=tenancy_stack.headers).json()["usage"]
+    assert any(row["owner_id"] == alice.id and row["kind"] == "chat" for row in usage)
+    http.post(f"/v1/jobs/{job_id}/cancel", headers=alice.headers)
