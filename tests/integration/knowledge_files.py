@@ -35,6 +35,7 @@ def pdf_bytes(pages: int = 3) -> bytes:
         pdf.add_page()
         pdf.set_font("helvetica", "B", 16)
         pdf.cell(0, 10, f"Chapter {page} Operations", new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(6)
         pdf.set_font("helvetica", size=11)
         body = (f"This page describes routine operations for chapter {page}. Crews rotate "
                 "shifts and file reports with the duty officer before the next shift begins.")

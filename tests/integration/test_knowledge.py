@@ -133,7 +133,8 @@ def test_search_results_carry_titles_pages_and_both_scores_in_hybrid(
     assert top["metadata"]["page"] == 2 and top["title"] == "Chapter 2 Operations"
     assert top["vector_score"] > 0.3 and top["keyword_score"] > 0
     docx = _search(http, "How often are invoices batched?", [corpus["base"]["id"]])
-    assert docx["results"][0]["title"] == "Billing"
+    # Small sections are combined into one chunk; every heading it holds is kept.
+    assert "Billing" in docx["results"][0]["metadata"]["section_titles"]
 
 
 def test_search_filters_by_document_type_metadata_and_base_tags(
@@ -244,7 +245,8 @@ def test_ask_answers_with_numbered_sources_whole_and_streamed(
     assert response.status_code == 200, response.text
     body = response.json()
     pdf_id = corpus["documents"]["handbook.pdf"]["id"]
-    assert body["sources"][0]["document_id"] == pdf_id and body["sources"][0]["index"] == 1
+    assert body["sources"][0]["document_id"] == pdf_id, body
+    assert body["sources"][0]["index"] == 1
     assert body["sources"][0]["page"] == 2 and len(body["sources"]) <= 3
     # dev/echo repeats the prompt: the numbered sources and the question went to the model.
     assert "[1] (handbook.pdf" in body["answer"] and "ninety seconds" in body["answer"]
