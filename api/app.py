@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 
 from api.auth import build_authenticator, verify_credential
 from api.context import Services
+from api.dashboard import routes as dashboard
 from api.enqueue import Enqueuer
 from api.errors import EXCEPTION_HANDLERS
 from api.hub import Hub
@@ -21,6 +22,7 @@ from api.middleware import AuthMiddleware, RequestIdMiddleware
 from api.openapi import openapi_route
 from api.registry import start_model_registry
 from api.routes import (
+    admin_jobs,
     admin_models,
     admin_system,
     admin_users,
@@ -63,11 +65,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Used only to enqueue; no worker middleware, so it never consumes.
         broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace,
                              middleware=[])
+        events = AsyncEventLog(redis, keys, maxlen=settings.event_stream_maxlen,
+                               ttl_s=settings.event_stream_ttl_s)
         app.state.services = Services(
             settings=settings, engine=engine, redis=redis,
-            events=AsyncEventLog(redis, keys, maxlen=settings.event_stream_maxlen,
-                                 ttl_s=settings.event_stream_ttl_s),
-            hub=hub, broker=broker, enqueuer=Enqueuer(broker, keys), keys=keys,
+            autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
+            events=events, hub=hub, broker=broker,
+            enqueuer=Enqueuer(broker, redis, keys, events), keys=keys,
             models=await start_model_registry(settings, engine),
             auth=build_authenticator(settings, engine, redis, keys),
             limiter=build_limiter(settings, redis, keys),
@@ -87,9 +91,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *auth_routes.routes, *key_routes.routes, *admin_users.routes,
               *admin_system.routes, *conversation_routes.routes, *compare_routes.routes,
               *knowledge_routes.routes, *document_routes.routes, *embedding_routes.routes,
-              *ask_routes.routes]
+              *ask_routes.routes, *admin_jobs.routes]
     app = Starlette(
-        routes=[*routes, openapi_route(routes)],
+        # The dashboard page is not an API: it stays out of /openapi.json.
+        routes=[*routes, openapi_route(routes), *dashboard.routes],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[

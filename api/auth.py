@@ -56,6 +56,7 @@ class Authenticator:
                  bootstrap_key: str | None, bootstrap_tier: str,
                  cache_ttl_s: float) -> None:
         self.engine = engine
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.redis = redis
         self.keys = keys
         self.secret_key = secret_key
@@ -127,7 +128,7 @@ class Authenticator:
         jti, user_id = str(claims["jti"]), str(claims["sub"])
         if not is_uuid(user_id):
             return None
-        async with self.engine.connect() as conn:
+        async with self.autocommit.connect() as conn:
             row = (await conn.execute(sessions_db.usable(jti, user_id))).first()
         if row is None:
             return None

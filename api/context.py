@@ -58,6 +58,9 @@ class Services:
 
     settings: Settings
     engine: AsyncEngine
+    # The same pool without transactions: one round trip per statement instead of three
+    # (BEGIN, statement, COMMIT/ROLLBACK). For reads and single-statement writes only.
+    autocommit: AsyncEngine
     redis: Redis
     events: AsyncEventLog
     hub: Hub

@@ -35,7 +35,7 @@ async def load(svc: Services, owner_id: str, conversation_id: str, *,
                with_messages: bool = True) -> tuple[Row[Any], Sequence[Row[Any]]]:
     """The owner's conversation and (optionally) its messages, oldest first; 404 otherwise."""
     checked_id(conversation_id)
-    async with svc.engine.connect() as conn:
+    async with svc.autocommit.connect() as conn:
         row = require_found(
             (await conn.execute(conversations_db.get(conversation_id, owner_id))).first(),
             conversation_id)

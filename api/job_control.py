@@ -45,7 +45,8 @@ async def submit_job(
     transaction (e.g. a conversation's user turn), so they exist before any worker runs.
     """
     job_id = jobs_db.new_job_id()
-    async with services.engine.begin() as conn:
+    # A lone INSERT needs no transaction around it (one round trip instead of three).
+    async with (services.engine.begin() if on_submit else services.autocommit.connect()) as conn:
         row = (await conn.execute(jobs_db.insert_job(
             job_id=job_id, kind=kind, owner_id=owner_id, input=input,
             idempotency_key=idempotency_key, webhook_url=webhook_url, priority=priority,
@@ -60,9 +61,8 @@ async def submit_job(
             return existing, False
         if on_submit is not None:
             await on_submit(conn, job_id)
-    await services.events.publish(job_id, "queued", {"kind": kind})
     try:
-        await services.enqueuer.send(kind, job_id)
+        await services.enqueuer.send(kind, job_id, announce={"kind": kind})
     except Exception:
         log.exception("enqueue failed; the sweeper will send job %s", job_id)
     return row, True
@@ -84,4 +84,20 @@ async def cancel_job(services: Services, job_id: str, owner_id: str,
                                   terminal=True)
     if row.webhook_url:
         await services.enqueuer.send_to(WEBHOOK_ROUTE, job_id)
+    return row
+
+
+async def retry_job(services: Services, job_id: str, owner_id: str) -> Row[Any] | None:
+    """Queue a failed or cancelled job again; None when it is not the owner's or not retryable.
+
+    The `queued` event is forced past the cancel flag, which stays up to stop a cancelled
+    attempt still winding down; the new attempt's number is above it, so it runs.
+    """
+    async with services.engine.begin() as conn:
+        row = (await conn.execute(jobs_db.requeue_for_retry(job_id, owner_id))).first()
+    if row is None:
+        return None
+    await services.events.publish(job_id, "queued", {"kind": row.kind, "retry": True},
+                                  force=True)
+    await services.enqueuer.send(row.kind, job_id)
     return row

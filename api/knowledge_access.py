@@ -57,7 +57,7 @@ async def load_base(svc: Services, owner_id: str, base_id: str, *,
     """The base if readable (404 otherwise); with `write`, only its owner may proceed."""
     row = None
     if is_uuid(base_id):
-        async with svc.engine.connect() as conn:
+        async with svc.autocommit.connect() as conn:
             row = (await conn.execute(knowledge_db.get_base(base_id, owner_id))).first()
     if row is None:
         raise KnowledgeBaseNotFound(f"No knowledge base with id '{base_id}'.")
@@ -70,7 +70,7 @@ async def load_document(svc: Services, owner_id: str, document_id: str, *,
                         write: bool = False) -> Row[Any]:
     row = None
     if is_uuid(document_id):
-        async with svc.engine.connect() as conn:
+        async with svc.autocommit.connect() as conn:
             row = (await conn.execute(knowledge_db.get_document(document_id, owner_id))).first()
     if row is None:
         raise DocumentNotFound(f"No document with id '{document_id}'.")
@@ -86,7 +86,7 @@ async def search_groups(svc: Services, owner_id: str,
     bad = [b for b in wanted if not is_uuid(b)]
     rows: list[Row[Any]] = []
     if not bad:
-        async with svc.engine.connect() as conn:
+        async with svc.autocommit.connect() as conn:
             rows = list((await conn.execute(knowledge_db.readable_bases(wanted, owner_id))).all())
         found = {str(r.id) for r in rows}
         bad = [b for b in wanted if b not in found]

@@ -43,7 +43,7 @@ def _stand_in(conn: Request | WebSocket, job_id: str) -> Callable[[], Awaitable[
     """For a job whose event log expired: a terminal event made from the job row."""
 
     async def make() -> Event | None:
-        async with services(conn).engine.connect() as db:
+        async with services(conn).autocommit.connect() as db:
             row = (await db.execute(jobs_db.get(job_id, principal(conn).owner_id))).first()
         if row is None or row.status not in TERMINAL_EVENT_TYPES:
             return None

@@ -126,6 +126,15 @@ class AsyncEventLog(_Base):
         keys, args = self._args(job_id, type_, data, force, terminal, None)
         return self._result(await self._script(keys=keys, args=args))
 
+    async def load_script(self) -> None:
+        """Make sure Redis has the publish script, for callers that pipeline `publish_into`."""
+        await self.redis.script_load(_PUBLISH_LUA)
+
+    def publish_into(self, pipe: Any, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        """Queue a publish on `pipe` (a pipeline); the script must be loaded already."""
+        keys, args = self._args(job_id, type_, data, False, False, None)
+        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+
     async def backlog(self, job_id: str, after: str | None = None,
                       count: int = 1000) -> list[Event]:
         """Events after `after` (exclusive), oldest first, at most `count`."""

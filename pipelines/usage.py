@@ -19,6 +19,13 @@ def local_usage(request: dict[str, Any], content: str) -> Usage:
                  completion_tokens=count_tokens(content, model))
 
 
+def price_result(info: ModelInfo, result: dict[str, Any]) -> None:
+    """Write the completion's cost into `result` at `info`'s prices."""
+    usage = result.get("usage") or {}
+    result["cost_usd"] = float(info.cost_usd(int(usage.get("prompt_tokens") or 0),
+                                             int(usage.get("completion_tokens") or 0)))
+
+
 def record_chat_usage(conn: Connection, *, job_id: str, owner_id: str, key_id: str | None,
                       info: ModelInfo, result: dict[str, Any]) -> None:
     """Record `result`'s tokens priced at `info`'s prices; a second call for a job is a no-op.

@@ -9,7 +9,7 @@ import dramatiq
 from pipelines import chat
 from pipelines.conversations import record_reply
 from pipelines.errors import DomainError
-from pipelines.usage import local_usage, record_chat_usage
+from pipelines.usage import local_usage, price_result, record_chat_usage
 from schemas.jobs import JOB_ROUTES
 from workers.jobs import JobContext, execute
 
@@ -34,9 +34,11 @@ def run_chat(job_id: str) -> None:
             candidates, ctx.input, ctx.emit, flush_ms=res.settings.stream_flush_ms,
             count_tokens=local_usage)
         answered = next(info for info in chain if info.id == result["model"])
-        with res.engine.begin() as conn:
-            record_chat_usage(conn, job_id=ctx.job_id, owner_id=ctx.owner_id,
-                              key_id=ctx.key_id, info=answered, result=result)
+        # Priced now, recorded with the job's success: the result and the record agree.
+        price_result(answered, result)
+        ctx.on_success.append(lambda conn: record_chat_usage(
+            conn, job_id=ctx.job_id, owner_id=ctx.owner_id, key_id=ctx.key_id, info=answered,
+            result=result))
         if conversation_id := ctx.input.get("conversation_id"):
             # Here, not in the API: the reply is kept even if the client hung up.
             record_reply(res.engine, conversation_id=conversation_id, owner_id=ctx.owner_id,

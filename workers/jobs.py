@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dramatiq.middleware import CurrentMessage
+from sqlalchemy import Connection
 
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import DomainError, JobCancelled, UpstreamUnavailable
@@ -36,6 +37,9 @@ class JobContext:
     input: dict[str, Any]
     resources: Resources
     key_id: str | None = None
+    # Writes that must commit together with the job's success (usage records), run in the
+    # same transaction as the status change.
+    on_success: list[Callable[[Connection], None]] = field(default_factory=list)
     _last_progress_at: float = field(default=0.0)
 
     def emit(self, type_: str, data: dict[str, Any]) -> bool:
@@ -49,7 +53,7 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_progress_at >= _PROGRESS_INTERVAL_S or fraction >= 1.0:
             self._last_progress_at = now
-            with self.resources.engine.begin() as conn:
+            with self.resources.autocommit.connect() as conn:
                 conn.execute(jobs_db.set_progress(self.job_id, self.attempt, fraction))
         if self.emit("progress", {"progress": round(fraction, 4), **data}):
             raise JobCancelled("The job was cancelled.")
@@ -58,7 +62,7 @@ class JobContext:
 def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
     """Run one attempt of a job. Raises only for transient failures the broker should retry."""
     res = current()
-    with res.engine.begin() as conn:
+    with res.autocommit.connect() as conn:
         claimed = conn.execute(jobs_db.mark_running(job_id)).first()
     if claimed is None:
         _ensure_terminal_event(res, job_id)
@@ -89,8 +93,11 @@ def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
         log.warning("job attempt %d failed, will retry: %r", ctx.attempt, exc,
                     extra={"job_id": job_id})
         raise
-    with res.engine.begin() as conn:
+    with (res.engine.begin() if ctx.on_success else res.autocommit.connect()) as conn:
         done = conn.execute(jobs_db.mark_succeeded(job_id, ctx.attempt, result)).first()
+        if done is not None:
+            for write in ctx.on_success:
+                write(conn)
     if done is not None:
         res.events.publish(job_id, "succeeded", {"result": result}, terminal=True,
                            attempt=ctx.attempt)
@@ -126,7 +133,7 @@ def _fail(res: Resources, ctx: JobContext, code: str, message: str,
     if retry_after_s is not None:
         # Lets the API answer a rate-limited upstream with its own Retry-After.
         error["retry_after_s"] = retry_after_s
-    with res.engine.begin() as conn:
+    with res.autocommit.connect() as conn:
         done = conn.execute(jobs_db.mark_failed(ctx.job_id, ctx.attempt, error)).first()
     if done is not None:
         res.events.publish(ctx.job_id, "failed", {"error": error}, terminal=True,
@@ -141,7 +148,7 @@ def _webhook(done: Any) -> None:
 
 def _ensure_terminal_event(res: Resources, job_id: str) -> None:
     """A worker may die between commit and publish; the redelivery publishes what was lost."""
-    with res.engine.connect() as conn:
+    with res.autocommit.connect() as conn:
         row = conn.execute(jobs_db.get_any(job_id)).first()
     if row is None or row.status not in ("succeeded", "failed"):
         return

@@ -20,7 +20,7 @@ def deliver_webhook(job_id: str) -> None:
     Safe to re-run: receivers get the same body (dedupe on `id` + `status`).
     """
     res = current()
-    with res.engine.connect() as conn:
+    with res.autocommit.connect() as conn:
         row = conn.execute(jobs_db.get_any(job_id)).first()
     if row is None or not row.webhook_url:
         return

@@ -80,13 +80,13 @@ async def create_model(request: Request) -> Response:
 @doc("List registry models (with disabled ones)", response=ModelList, tags=_TAGS)
 async def list_models(request: Request) -> Response:
     svc = _admin(request)
-    async with svc.engine.connect() as conn:
+    async with svc.autocommit.connect() as conn:
         rows = (await conn.execute(models_db.all_models())).all()
     return _json(ModelList(data=[_read(row) for row in rows]))
 
 
 async def _row(svc: Services, model_id: str) -> Any:
-    async with svc.engine.connect() as conn:
+    async with svc.autocommit.connect() as conn:
         row = (await conn.execute(models_db.get_model(model_id))).first()
     if row is None:
         raise ModelNotFound(f"No registry model with id '{model_id}'.")

@@ -37,7 +37,7 @@ _QUEUES = sorted({"chat", "chains", "ingest", "deploy", "default",
      tags=["admin"])
 async def usage(request: Request) -> Response:
     require_admin(request)
-    async with services(request).engine.connect() as conn:
+    async with services(request).autocommit.connect() as conn:
         rows = (await conn.execute(usage_db.jobs_by_owner_and_kind())).all()
     tokens = await token_usage_report(request, owner_id=None, admin=True)
     return json(UsageReport(usage=[
@@ -68,7 +68,7 @@ async def system_status(request: Request) -> Response:
     workers = [WorkerStatus(id=w, last_seen_s_ago=round((now_ms - score) / 1000, 3),
                             info=orjson.loads(info) if info else None)
                for (w, score), info in zip(seen, infos, strict=True)]
-    async with svc.engine.connect() as conn:
+    async with svc.autocommit.connect() as conn:
         postgres = (await conn.execute(text("SHOW server_version"))).scalar_one()
     redis_info = await redis.info("server")
     versions = {"switchyard": _version(), "python": platform.python_version(),

@@ -45,7 +45,7 @@ async def list_users(request: Request) -> Response:
     require_admin(request)
     limit = _int_param(request, "limit", 50, 1, _MAX_PAGE)
     offset = _int_param(request, "offset", 0, 0, 10**9)
-    async with services(request).engine.connect() as conn:
+    async with services(request).autocommit.connect() as conn:
         rows = (await conn.execute(users_db.list_page(limit=limit, offset=offset))).all()
         total = (await conn.execute(users_db.count())).scalar_one()
     return json(UserList(users=[UserRead.model_validate(r, from_attributes=True) for r in rows],
@@ -56,7 +56,7 @@ async def list_users(request: Request) -> Response:
 async def get_user(request: Request) -> Response:
     require_admin(request)
     user_id = _user_id(request)
-    async with services(request).engine.connect() as conn:
+    async with services(request).autocommit.connect() as conn:
         row = (await conn.execute(users_db.get(user_id))).first()
     if row is None:
         raise UserNotFound(f"No user with id '{user_id}'.")

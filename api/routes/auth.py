@@ -38,7 +38,7 @@ async def login(request: Request) -> Response:
     email = accounts.normalize_email(body.email)
     if svc.limiter is not None:
         await svc.limiter.check_login(email, client_address(request.scope))
-    async with svc.engine.connect() as conn:
+    async with svc.autocommit.connect() as conn:
         row = (await conn.execute(users_db.by_email(email))).first()
     # Argon2 is deliberately slow: keep it off the event loop.
     ok = await anyio.to_thread.run_sync(
@@ -72,7 +72,7 @@ async def session(request: Request) -> Response:
     who: Principal = request.scope["state"]["principal"]
     user = None
     if is_user(who):
-        async with services(request).engine.connect() as conn:
+        async with services(request).autocommit.connect() as conn:
             row = (await conn.execute(users_db.get(who.id))).first()
         user = UserRead.model_validate(row, from_attributes=True) if row else None
     return json(SessionRead(authenticated=True, user=user, **as_dict(who)))

@@ -101,7 +101,7 @@ async def list_conversations(request: Request) -> Response:
     sort = _choice(request, "sort", "updated_at", conversations_db.SORTABLE)
     order = _choice(request, "order", "desc", ("asc", "desc"))
     owner_id = principal(request).owner_id
-    async with services(request).engine.connect() as conn:
+    async with services(request).autocommit.connect() as conn:
         total = (await conn.execute(conversations_db.count_for_owner(owner_id))).scalar_one()
         rows = (await conn.execute(conversations_db.list_for_owner(
             owner_id, limit=limit, offset=offset, sort=sort, descending=order == "desc"))).all()

@@ -166,7 +166,7 @@ async def list_documents(request: Request) -> Response:
     if status not in (None, "processing", "processed", "failed"):
         raise ApiError(422, "VALIDATION_FAILED",
                        "status must be one of processing, processed, failed.", param="status")
-    async with svc.engine.connect() as conn:
+    async with svc.autocommit.connect() as conn:
         total = (await conn.execute(knowledge_db.count_documents(
             str(base.id), status=status))).scalar_one()
         rows = (await conn.execute(knowledge_db.list_documents(

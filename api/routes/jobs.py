@@ -50,7 +50,7 @@ def _job_id(request: Request | WebSocket) -> str:
 
 
 async def load_job(request: Request | WebSocket, job_id: str) -> Row[Any]:
-    async with services(request).engine.connect() as conn:
+    async with services(request).autocommit.connect() as conn:
         row = (await conn.execute(jobs_db.get(job_id, principal(request).owner_id))).first()
     if row is None:
         raise JobNotFound(f"No job with id '{job_id}'.")
@@ -118,7 +118,7 @@ async def list_jobs(request: Request) -> Response:
         except (ValueError, UnicodeDecodeError):
             raise ApiError(422, "VALIDATION_FAILED", "cursor is not valid.",
                            param="cursor") from None
-    async with services(request).engine.connect() as conn:
+    async with services(request).autocommit.connect() as conn:
         rows = (await conn.execute(jobs_db.list_for_owner(
             principal(request).owner_id, limit=limit + 1, status=status,
             kind=params.get("kind"), cursor=cursor,

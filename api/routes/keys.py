@@ -47,7 +47,7 @@ async def list_keys(request: Request) -> Response:
     who = principal(request)
     rows: Sequence[Row[Any]] = ()
     if is_user(who):
-        async with services(request).engine.connect() as conn:
+        async with services(request).autocommit.connect() as conn:
             rows = (await conn.execute(keys_db.list_for_user(who.id))).all()
     return json(KeyList(data=[KeyRead.model_validate(r, from_attributes=True) for r in rows]))
 

@@ -89,7 +89,7 @@ async def list_bases(request: Request) -> Response:
         "visibility": _choice(request, "visibility", ("private", "public")),
     }
     owner_id = principal(request).owner_id
-    async with services(request).engine.connect() as conn:
+    async with services(request).autocommit.connect() as conn:
         total = (await conn.execute(knowledge_db.count_bases(owner_id, **filters))).scalar_one()
         rows = (await conn.execute(knowledge_db.list_bases(
             owner_id, limit=limit, offset=offset, **filters))).all()

@@ -25,7 +25,7 @@ async def ready(request: Request) -> Response:
     svc = services(request)
 
     async def postgres() -> bool:
-        async with svc.engine.connect() as conn:
+        async with svc.autocommit.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return True
 

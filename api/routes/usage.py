@@ -55,7 +55,7 @@ async def token_usage_report(request: Request, *, owner_id: str | None,
         owner_id = request.query_params["owner_id"]
     groups = ["model", "day", *(("owner", "key") if admin else ())]
     found: dict[str, list[UsageGroup]] = {}
-    async with services(request).engine.connect() as conn:
+    async with services(request).autocommit.connect() as conn:
         total = (await conn.execute(models_db.usage_totals(
             None, owner_id=owner_id, key_id=key_id, since=since, until=until))).one()
         for group in groups:

@@ -1,0 +1,142 @@
+"""Admin: every owner's jobs, counts and run times across them, and cancel or retry any job.
+
+Every handler checks the role first, so a non-admin learns nothing, not even whether a job
+id exists. Cancel and retry load the job to find its real owner and then run the same
+flows as the owner's own routes, so events, the cancel flag and webhooks behave alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.engine import Row
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import require_admin
+from api.bodies import json_response as json
+from api.context import services
+from api.errors import ApiError
+from api.job_control import cancel_job, retry_job
+from api.openapi import doc
+from api.routes.jobs import job_read
+from pipelines.db import jobs as jobs_db
+from pipelines.errors import Conflict, JobNotFound
+from schemas.admin_jobs import AdminJobList, AdminJobRead, JobCount, JobStats, RunTimes
+from schemas.jobs import JobStatus
+
+STATS_WINDOW_S = 3600
+_MAX_PAGE = 100
+
+
+def admin_job_read(row: Row[Any]) -> AdminJobRead:
+    return AdminJobRead(**dict(job_read(row)), owner_id=row.owner_id)
+
+
+@doc("Every owner's jobs, newest first, keyset-paged like GET /v1/jobs",
+     response=AdminJobList, tags=["admin"],
+     query={"status": "string", "kind": "string", "owner_id": "string", "limit": "integer",
+            "cursor": "string"})
+async def list_jobs(request: Request) -> Response:
+    require_admin(request)
+    params = request.query_params
+    status = params.get("status") or None
+    if status is not None and status not in JobStatus.__members__:
+        raise ApiError(422, "VALIDATION_FAILED", f"Unknown status '{status}'.", param="status")
+    limit = _limit(params.get("limit", "20"))
+    cursor = None
+    if raw := params.get("cursor"):
+        try:
+            cursor = jobs_db.decode_cursor(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(422, "VALIDATION_FAILED", "cursor is not valid.",
+                           param="cursor") from None
+    async with services(request).autocommit.connect() as conn:
+        rows = (await conn.execute(jobs_db.list_all(
+            limit=limit + 1, status=status, kind=params.get("kind") or None,
+            owner_id=params.get("owner_id") or None, cursor=cursor,
+        ))).all()
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = jobs_db.encode_cursor(page[-1].created_at, str(page[-1].id)) if more else None
+    return json(AdminJobList(data=[admin_job_read(r) for r in page], next_cursor=next_cursor))
+
+
+def _limit(raw: str) -> int:
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(422, "VALIDATION_FAILED", "limit must be an integer.",
+                       param="limit") from None
+    if not 1 <= limit <= _MAX_PAGE:
+        raise ApiError(422, "VALIDATION_FAILED", f"limit must be between 1 and {_MAX_PAGE}.",
+                       param="limit")
+    return limit
+
+
+@doc("Jobs per status and kind (in total and in the last hour), and p50/p95 run time of "
+     "jobs that succeeded in the last hour", response=JobStats, tags=["admin"])
+async def job_stats(request: Request) -> Response:
+    require_admin(request)
+    async with services(request).autocommit.connect() as conn:
+        rows = (await conn.execute(jobs_db.stats(STATS_WINDOW_S))).all()
+    by_status = {status.value: JobCount(total=0, last_hour=0) for status in JobStatus}
+    by_kind: dict[str, JobCount] = {}
+    overall, run_times = JobCount(total=0, last_hour=0), RunTimes(count=0)
+    for row in rows:
+        count = JobCount(total=row.total, last_hour=row.recent)
+        if row.grouping == jobs_db.STATS_BY_STATUS:
+            by_status[row.status] = count
+        elif row.grouping == jobs_db.STATS_BY_KIND:
+            by_kind[row.kind] = count
+        else:
+            # An empty table still yields this row (the empty grouping set), with zeros.
+            overall = count
+            run_times = RunTimes(count=row.succeeded_recent, p50_s=row.p50_s, p95_s=row.p95_s)
+    return json(JobStats(window_s=STATS_WINDOW_S, overall=overall, by_status=by_status,
+                         by_kind=dict(sorted(by_kind.items())), succeeded_run_time=run_times))
+
+
+@doc("Cancel any owner's queued or running job", response=AdminJobRead, tags=["admin"])
+async def cancel(request: Request) -> Response:
+    require_admin(request)
+    job = await _load(request)
+    row = await cancel_job(services(request), str(job.id), job.owner_id,
+                           "cancelled by an administrator")
+    if row is None:
+        raise Conflict(f"The job is already {(await _load(request)).status}.")
+    return json(admin_job_read(row))
+
+
+@doc("Retry any owner's failed or cancelled job", response=AdminJobRead, status=202,
+     tags=["admin"])
+async def retry(request: Request) -> Response:
+    require_admin(request)
+    job = await _load(request)
+    row = await retry_job(services(request), str(job.id), job.owner_id)
+    if row is None:
+        raise Conflict(f"Only failed or cancelled jobs can be retried; this one is "
+                       f"{(await _load(request)).status}.")
+    return json(admin_job_read(row), status=202)
+
+
+async def _load(request: Request) -> Row[Any]:
+    job_id: str = request.path_params["job_id"]
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        raise JobNotFound(f"No job with id '{job_id}'.") from None
+    async with services(request).autocommit.connect() as conn:
+        row = (await conn.execute(jobs_db.get_any(job_id))).first()
+    if row is None:
+        raise JobNotFound(f"No job with id '{job_id}'.")
+    return row
+
+
+routes = [
+    Route("/v1/admin/jobs", list_jobs, methods=["GET"]),
+    Route("/v1/admin/jobs/stats", job_stats, methods=["GET"]),
+    Route("/v1/admin/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+    Route("/v1/admin/jobs/{job_id}/retry", retry, methods=["POST"]),
+]
