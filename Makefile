@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck bench clean distclean
+.PHONY: venv run test lint typecheck bench browser clean distclean
 
 venv: $(STAMP)
 
@@ -27,8 +27,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy api workers pipelines schemas
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
+
+# The dashboard's e2e test drives Debian's Chromium headless (nothing is downloaded at run
+# time). Installed once when missing; needs root, or sudo. Takes about 25 s.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run

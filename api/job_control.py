@@ -47,7 +47,7 @@ async def submit_job(
     job_id = jobs_db.new_job_id()
     # A lone INSERT needs no transaction around it (one round trip instead of three).
     async with (services.engine.begin() if on_submit else services.autocommit.connect()) as conn:
-        row = (await conn.execute(jobs_db.insert_job(
+        row = (await conn.execute(*jobs_db.insert_job(
             job_id=job_id, kind=kind, owner_id=owner_id, input=input,
             idempotency_key=idempotency_key, webhook_url=webhook_url, priority=priority,
             parent_id=parent_id, key_id=key_id,

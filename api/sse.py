@@ -44,7 +44,7 @@ def _stand_in(conn: Request | WebSocket, job_id: str) -> Callable[[], Awaitable[
 
     async def make() -> Event | None:
         async with services(conn).autocommit.connect() as db:
-            row = (await db.execute(jobs_db.get(job_id, principal(conn).owner_id))).first()
+            row = (await db.execute(*jobs_db.get(job_id, principal(conn).owner_id))).first()
         if row is None or row.status not in TERMINAL_EVENT_TYPES:
             return None
         millis = int(row.finished_at.timestamp() * 1000) if row.finished_at else 0

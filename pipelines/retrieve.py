@@ -81,8 +81,15 @@ async def vector_hits(conn: AsyncConnection, groups: Mapping[EmbeddingSpec, Sequ
 
 async def keyword_hits(conn: AsyncConnection, base_ids: Sequence[str], query: str, *,
                        limit: int, filters: Mapping[str, Any]) -> list[Hit]:
+    """Chunks holding every word of the query, if there are `limit` of them; else chunks
+    holding any, ranked. The AND query is cheap (GIN intersects posting lists); the OR one
+    must rank every chunk holding any of the words, which for common words on a large
+    base is most of the cost of a search, so it runs only when needed."""
     rows = (await conn.execute(chunks_db.keyword_search(
-        base_ids, query, limit=limit, **filters))).all()
+        base_ids, query, limit=limit, match_all=True, **filters))).all()
+    if len(rows) < limit:
+        rows = (await conn.execute(chunks_db.keyword_search(
+            base_ids, query, limit=limit, **filters))).all()
     return [replace(_hit(row, float(row.score)), keyword_score=float(row.score))
             for row in rows]
 
@@ -119,5 +126,8 @@ def fuse(by_vector: Sequence[Hit], by_keyword: Sequence[Hit], limit: int) -> lis
             merged[hit.chunk_id] = replace(hit)
     for chunk_id, hit in merged.items():
         hit.score = scores[chunk_id]
-    ranked = sorted(merged.values(), key=lambda h: (-h.score, h.chunk_id))
+    # Equal fused scores are common (1st + 2nd vs 2nd + 1st): semantic similarity decides.
+    ranked = sorted(merged.values(), key=lambda h: (
+        -h.score, -(h.vector_score if h.vector_score is not None else -2.0),
+        -(h.keyword_score or 0.0), h.chunk_id))
     return ranked[:limit]

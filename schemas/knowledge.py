@@ -136,7 +136,7 @@ class SearchRequest(BaseModel):
 
 
 class SearchResult(BaseModel):
-    """One chunk. `score`: cosine similarity (vector), `ts_rank_cd` normalised to 0..1
+    """One chunk. `score`: cosine similarity (vector), `ts_rank` normalised to 0..1
     (keyword) or the reciprocal-rank-fusion score (hybrid); the parts are kept alongside."""
 
     chunk_id: str

@@ -54,7 +54,7 @@ class JobContext:
         if now - self._last_progress_at >= _PROGRESS_INTERVAL_S or fraction >= 1.0:
             self._last_progress_at = now
             with self.resources.autocommit.connect() as conn:
-                conn.execute(jobs_db.set_progress(self.job_id, self.attempt, fraction))
+                conn.execute(*jobs_db.set_progress(self.job_id, self.attempt, fraction))
         if self.emit("progress", {"progress": round(fraction, 4), **data}):
             raise JobCancelled("The job was cancelled.")
 
@@ -63,7 +63,7 @@ def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
     """Run one attempt of a job. Raises only for transient failures the broker should retry."""
     res = current()
     with res.autocommit.connect() as conn:
-        claimed = conn.execute(jobs_db.mark_running(job_id)).first()
+        claimed = conn.execute(*jobs_db.mark_running(job_id)).first()
     if claimed is None:
         _ensure_terminal_event(res, job_id)
         return
@@ -94,7 +94,7 @@ def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
                     extra={"job_id": job_id})
         raise
     with (res.engine.begin() if ctx.on_success else res.autocommit.connect()) as conn:
-        done = conn.execute(jobs_db.mark_succeeded(job_id, ctx.attempt, result)).first()
+        done = conn.execute(*jobs_db.mark_succeeded(job_id, ctx.attempt, result)).first()
         if done is not None:
             for write in ctx.on_success:
                 write(conn)
@@ -134,7 +134,7 @@ def _fail(res: Resources, ctx: JobContext, code: str, message: str,
         # Lets the API answer a rate-limited upstream with its own Retry-After.
         error["retry_after_s"] = retry_after_s
     with res.autocommit.connect() as conn:
-        done = conn.execute(jobs_db.mark_failed(ctx.job_id, ctx.attempt, error)).first()
+        done = conn.execute(*jobs_db.mark_failed(ctx.job_id, ctx.attempt, error)).first()
     if done is not None:
         res.events.publish(ctx.job_id, "failed", {"error": error}, terminal=True,
                            attempt=ctx.attempt)
@@ -149,7 +149,7 @@ def _webhook(done: Any) -> None:
 def _ensure_terminal_event(res: Resources, job_id: str) -> None:
     """A worker may die between commit and publish; the redelivery publishes what was lost."""
     with res.autocommit.connect() as conn:
-        row = conn.execute(jobs_db.get_any(job_id)).first()
+        row = conn.execute(*jobs_db.get_any(job_id)).first()
     if row is None or row.status not in ("succeeded", "failed"):
         return
     last = res.redis.xrevrange(res.keys.events(job_id), count=1)

@@ -21,7 +21,7 @@ def deliver_webhook(job_id: str) -> None:
     """
     res = current()
     with res.autocommit.connect() as conn:
-        row = conn.execute(jobs_db.get_any(job_id)).first()
+        row = conn.execute(*jobs_db.get_any(job_id)).first()
     if row is None or not row.webhook_url:
         return
     webhooks.deliver(row.webhook_url, job_payload(row),

@@ -46,6 +46,7 @@ async def list_jobs(request: Request) -> Response:
     if status is not None and status not in JobStatus.__members__:
         raise ApiError(422, "VALIDATION_FAILED", f"Unknown status '{status}'.", param="status")
     limit = _limit(params.get("limit", "20"))
+    kind, owner_id = _text(params, "kind"), _text(params, "owner_id")
     cursor = None
     if raw := params.get("cursor"):
         try:
@@ -55,12 +56,19 @@ async def list_jobs(request: Request) -> Response:
                            param="cursor") from None
     async with services(request).autocommit.connect() as conn:
         rows = (await conn.execute(jobs_db.list_all(
-            limit=limit + 1, status=status, kind=params.get("kind") or None,
-            owner_id=params.get("owner_id") or None, cursor=cursor,
+            limit=limit + 1, status=status, kind=kind, owner_id=owner_id, cursor=cursor,
         ))).all()
     page, more = rows[:limit], len(rows) > limit
     next_cursor = jobs_db.encode_cursor(page[-1].created_at, str(page[-1].id)) if more else None
     return json(AdminJobList(data=[admin_job_read(r) for r in page], next_cursor=next_cursor))
+
+
+def _text(params: Any, name: str) -> str | None:
+    """A text filter; Postgres text cannot hold NUL, so refuse it here rather than 500."""
+    value: str | None = params.get(name) or None
+    if value is not None and "\x00" in value:
+        raise ApiError(422, "VALIDATION_FAILED", f"{name} must not contain NUL.", param=name)
+    return value
 
 
 def _limit(raw: str) -> int:
@@ -128,7 +136,7 @@ async def _load(request: Request) -> Row[Any]:
     except ValueError:
         raise JobNotFound(f"No job with id '{job_id}'.") from None
     async with services(request).autocommit.connect() as conn:
-        row = (await conn.execute(jobs_db.get_any(job_id))).first()
+        row = (await conn.execute(*jobs_db.get_any(job_id))).first()
     if row is None:
         raise JobNotFound(f"No job with id '{job_id}'.")
     return row

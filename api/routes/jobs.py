@@ -51,7 +51,7 @@ def _job_id(request: Request | WebSocket) -> str:
 
 async def load_job(request: Request | WebSocket, job_id: str) -> Row[Any]:
     async with services(request).autocommit.connect() as conn:
-        row = (await conn.execute(jobs_db.get(job_id, principal(request).owner_id))).first()
+        row = (await conn.execute(*jobs_db.get(job_id, principal(request).owner_id))).first()
     if row is None:
         raise JobNotFound(f"No job with id '{job_id}'.")
     return row

@@ -5,7 +5,8 @@ expression and predicate of migration 0005's partial HNSW indexes, so the planne
 them (N is inlined as a literal: a bound parameter would not match a partial index's
 predicate in a generic plan). Keyword search ORs the question's lexemes, so a natural
 question matches chunks sharing any of its words, and `ts_rank_cd` ranks the ones sharing
-more (and in titles, weighted A) first.
+more (and in titles, weighted A) first, by `ts_rank` (for an OR query it adds up the words
+matched, where `ts_rank_cd`'s cover density does not).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSQUERY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from pipelines.db.tables import chunks, documents, knowledge_bases
+
+# ts_rank's weights for D, C, B (text), A (section title): a title match counts, but less
+# than Postgres' default 2.5x a text match, so one title word does not outrank a passage
+# that holds several of the query's words.
+_RANK_WEIGHTS = "'{0.1, 0.2, 0.4, 0.6}'::real[]"
 
 # pgvector's HNSW indexes `vector` up to 2000 dimensions; larger ones are indexed as halfvec.
 _VECTOR_MAX_DIM = 2000
@@ -69,9 +75,10 @@ def _result_columns() -> list[Any]:
             documents.c.metadata.label("document_metadata")]
 
 
-def _filters(knowledge_ids: Sequence[str], *, tags: Sequence[str] | None,
-             document_types: Sequence[str] | None, document_ids: Sequence[str] | None,
-             metadata: dict[str, Any] | None) -> list[ColumnElement[bool]]:
+def _filters(knowledge_ids: Sequence[str], *, tags: Sequence[str] | None = None,
+             document_types: Sequence[str] | None = None,
+             document_ids: Sequence[str] | None = None,
+             metadata: dict[str, Any] | None = None) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = [
         chunks.c.knowledge_id == func.any(cast(list(knowledge_ids), ARRAY(PG_UUID)))]
     if tags:
@@ -108,14 +115,17 @@ def vector_search(knowledge_ids: Sequence[str], dimension: int, query_vector: Se
 
 
 def keyword_search(knowledge_ids: Sequence[str], text: str, *, limit: int,
-                   **filters: Any) -> Select:
-    """Chunks sharing any lexeme with `text`, best `ts_rank_cd` first (normalised to 0..1)."""
+                   match_all: bool = False, **filters: Any) -> Select:
+    """Chunks sharing any lexeme with `text` (every lexeme, with `match_all`), best
+    `ts_rank` first (normalised to 0..1)."""
     # plainto_tsquery normalises the words (stems, drops stop words) and ANDs them; its text
     # form is `'a' & 'b'`, and casting that text back to tsquery does not normalise again,
     # so swapping the operator gives the OR of the same lexemes. Computed once, in a CTE.
     anded = cast(func.plainto_tsquery("english", text), Text)
-    q = select(cast(func.replace(anded, " & ", " | "), TSQUERY).label("q")).cte("q")
-    rank = func.ts_rank_cd(chunks.c.tsv, q.c.q, 32).cast(Float)
+    tsquery = func.plainto_tsquery("english", text) if match_all else cast(
+        func.replace(anded, " & ", " | "), TSQUERY)
+    q = select(tsquery.label("q")).cte("q")
+    rank = func.ts_rank(literal_column(_RANK_WEIGHTS), chunks.c.tsv, q.c.q, 32).cast(Float)
     return (
         select(*_result_columns(), rank.label("score"))
         .select_from(q)

@@ -12,8 +12,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, Update, and_, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    Executable,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
 
 from pipelines.db.tables import jobs
 
@@ -23,6 +34,20 @@ _RETRYABLE = ("failed", "cancelled")
 
 def new_job_id() -> str:
     return str(uuid.uuid4())
+
+
+# The statements on every job's path are built once, with bind parameters, and executed as
+# `conn.execute(*bound)`: building a Core statement and its cache key per call cost more
+# Python time per job than the round trips themselves.
+Bound = tuple[Executable, dict[str, Any]]
+
+_INSERT = insert(jobs).returning(*jobs.c)
+_INSERT_IDEMPOTENT = (
+    insert(jobs)
+    .on_conflict_do_nothing(index_elements=["owner_id", "idempotency_key"],
+                            index_where=jobs.c.idempotency_key.isnot(None))
+    .returning(*jobs.c)
+)
 
 
 def insert_job(
@@ -36,38 +61,30 @@ def insert_job(
     priority: int = 0,
     parent_id: str | None = None,
     key_id: str | None = None,
-) -> Insert:
+) -> Bound:
     """Insert a queued job; with an idempotency key, a repeat inserts nothing and returns no row."""
-    stmt = insert(jobs).values(
-        id=job_id,
-        kind=kind,
-        owner_id=owner_id,
-        input=input,
-        idempotency_key=idempotency_key,
-        webhook_url=webhook_url,
-        priority=priority,
-        parent_id=parent_id,
-        key_id=key_id,
-    )
-    if idempotency_key is not None:
-        stmt = stmt.on_conflict_do_nothing(
-            index_elements=["owner_id", "idempotency_key"],
-            index_where=jobs.c.idempotency_key.isnot(None),
-        )
-    return stmt.returning(*jobs.c)
+    values = {"id": job_id, "kind": kind, "owner_id": owner_id, "input": input,
+              "idempotency_key": idempotency_key, "webhook_url": webhook_url,
+              "priority": priority, "parent_id": parent_id, "key_id": key_id}
+    return (_INSERT if idempotency_key is None else _INSERT_IDEMPOTENT), values
 
 
 def by_idempotency_key(owner_id: str, key: str) -> Select:
     return select(jobs).where(jobs.c.owner_id == owner_id, jobs.c.idempotency_key == key)
 
 
-def get(job_id: str, owner_id: str) -> Select:
+_GET = select(jobs).where(jobs.c.id == bindparam("job_id"),
+                          jobs.c.owner_id == bindparam("owner_id"))
+_GET_ANY = select(jobs).where(jobs.c.id == bindparam("job_id"))
+
+
+def get(job_id: str, owner_id: str) -> Bound:
     """A job as its owner sees it: someone else's id finds nothing, like a missing one."""
-    return select(jobs).where(jobs.c.id == job_id, jobs.c.owner_id == owner_id)
+    return _GET, {"job_id": job_id, "owner_id": owner_id}
 
 
-def get_any(job_id: str) -> Select:
-    return select(jobs).where(jobs.c.id == job_id)
+def get_any(job_id: str) -> Bound:
+    return _GET_ANY, {"job_id": job_id}
 
 
 def encode_cursor(created_at: datetime, job_id: str) -> str:
@@ -92,7 +109,27 @@ def list_for_owner(
     cursor: tuple[datetime, str] | None = None,
 ) -> Select:
     """Newest first, keyset-paged on (created_at, id) so pages stay stable under inserts."""
-    stmt = select(jobs).where(jobs.c.owner_id == owner_id)
+    return _page(select(jobs).where(jobs.c.owner_id == owner_id), limit=limit, status=status,
+                 kind=kind, cursor=cursor)
+
+
+def list_all(
+    *,
+    limit: int,
+    status: str | None = None,
+    kind: str | None = None,
+    owner_id: str | None = None,
+    cursor: tuple[datetime, str] | None = None,
+) -> Select:
+    """Every owner's jobs for operators, paged like `list_for_owner`."""
+    stmt = select(jobs)
+    if owner_id:
+        stmt = stmt.where(jobs.c.owner_id == owner_id)
+    return _page(stmt, limit=limit, status=status, kind=kind, cursor=cursor)
+
+
+def _page(stmt: Select, *, limit: int, status: str | None, kind: str | None,
+          cursor: tuple[datetime, str] | None) -> Select:
     if status:
         stmt = stmt.where(jobs.c.status == status)
     if kind:
@@ -108,48 +145,81 @@ def list_for_owner(
     return stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
 
 
-def mark_running(job_id: str) -> Update:
+# GROUPING(status, kind) in `stats()`: which grouping set a row belongs to.
+STATS_BY_STATUS, STATS_BY_KIND, STATS_OVERALL = 1, 2, 3
+
+
+def stats(window_s: int) -> Select:
+    """Counts per status, per kind and overall (in total and created in the window), and
+    p50/p95 run time of jobs that succeeded in the window: one scan, via GROUPING SETS.
+
+    Run time is `finished_at - started_at`, so it excludes time spent queued. The
+    percentiles are computed for every grouping set; read them from the overall row.
+    """
+    since = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, window_s)
+    run_s = func.extract("epoch", jobs.c.finished_at - jobs.c.started_at)
+    done_recently = and_(jobs.c.status == "succeeded", jobs.c.finished_at >= since)
+    return select(
+        jobs.c.status,
+        jobs.c.kind,
+        func.grouping(jobs.c.status, jobs.c.kind).label("grouping"),
+        func.count().label("total"),
+        func.count().filter(jobs.c.created_at >= since).label("recent"),
+        func.count().filter(done_recently).label("succeeded_recent"),
+        func.percentile_cont(0.5).within_group(run_s).filter(done_recently).label("p50_s"),
+        func.percentile_cont(0.95).within_group(run_s).filter(done_recently).label("p95_s"),
+    ).group_by(func.grouping_sets(tuple_(jobs.c.status), tuple_(jobs.c.kind), tuple_()))
+
+
+_MARK_RUNNING = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job_id"), jobs.c.status.in_(_ACTIVE))
+    .values(status="running", attempts=jobs.c.attempts + 1,
+            started_at=func.coalesce(jobs.c.started_at, func.now()), updated_at=func.now())
+    .returning(jobs.c.attempts, jobs.c.kind, jobs.c.input, jobs.c.owner_id, jobs.c.key_id)
+)
+
+
+def mark_running(job_id: str) -> Bound:
     """Claim a job for one attempt.
 
     `running` is accepted too: the broker redelivers only a message whose worker died
     (or that the sweeper found lost), so the earlier attempt is gone.
     """
-    return (
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status.in_(_ACTIVE))
-        .values(
-            status="running",
-            attempts=jobs.c.attempts + 1,
-            started_at=func.coalesce(jobs.c.started_at, func.now()),
-            updated_at=func.now(),
-        )
-        .returning(jobs.c.attempts, jobs.c.kind, jobs.c.input, jobs.c.owner_id, jobs.c.key_id)
-    )
+    return _MARK_RUNNING, {"job_id": job_id}
 
 
-def _finish(job_id: str, attempt: int, **values: Any) -> Update:
+def _finishing(**values: Any) -> Update:
     return (
         update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.attempts == attempt)
+        .where(jobs.c.id == bindparam("job_id"), jobs.c.status == "running",
+               jobs.c.attempts == bindparam("attempt"))
         .values(updated_at=func.now(), finished_at=func.now(), **values)
         .returning(jobs.c.id, jobs.c.webhook_url)
     )
 
 
-def mark_succeeded(job_id: str, attempt: int, result: Any) -> Update:
-    return _finish(job_id, attempt, status="succeeded", result=result, progress=1.0, error=None)
+_MARK_SUCCEEDED = _finishing(status="succeeded", result=bindparam("result", type_=JSONB),
+                             progress=1.0, error=None)
+_MARK_FAILED = _finishing(status="failed", error=bindparam("error", type_=JSONB))
+_SET_PROGRESS = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job_id"), jobs.c.status == "running",
+           jobs.c.attempts == bindparam("attempt"))
+    .values(progress=bindparam("progress"), updated_at=func.now())
+)
 
 
-def mark_failed(job_id: str, attempt: int, error: dict[str, Any]) -> Update:
-    return _finish(job_id, attempt, status="failed", error=error)
+def mark_succeeded(job_id: str, attempt: int, result: Any) -> Bound:
+    return _MARK_SUCCEEDED, {"job_id": job_id, "attempt": attempt, "result": result}
 
 
-def set_progress(job_id: str, attempt: int, progress: float) -> Update:
-    return (
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == "running", jobs.c.attempts == attempt)
-        .values(progress=progress, updated_at=func.now())
-    )
+def mark_failed(job_id: str, attempt: int, error: dict[str, Any]) -> Bound:
+    return _MARK_FAILED, {"job_id": job_id, "attempt": attempt, "error": error}
+
+
+def set_progress(job_id: str, attempt: int, progress: float) -> Bound:
+    return _SET_PROGRESS, {"job_id": job_id, "attempt": attempt, "progress": progress}
 
 
 def cancel(job_id: str, owner_id: str) -> Update:

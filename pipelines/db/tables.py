@@ -49,6 +49,8 @@ jobs = Table(
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
     Index("ix_jobs_owner_created", "owner_id", text("created_at DESC"), text("id DESC")),
+    # Operators page through every owner's jobs, newest first (GET /v1/admin/jobs).
+    Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
     Index(
         "uq_jobs_owner_idempotency",
         "owner_id",

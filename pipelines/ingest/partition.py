@@ -132,15 +132,14 @@ def _txt(path: Path, filename: str) -> tuple[list[Element], int | None]:
 
 
 def _md(path: Path, filename: str) -> tuple[list[Element], int | None]:
-    # partition_md is Python-Markdown (+tables) then partition_html; markdown-it-py renders
-    # the same CommonMark + tables to HTML in ~60% of the time (1 MB: 0.36 s vs 0.56 s).
-    from markdown_it import MarkdownIt
+    # Elements straight from markdown-it's tokens (pipelines/ingest/markdown.py): rendering
+    # to HTML for partition_html re-parses and re-classifies what the tokens already say.
     from unstructured.file_utils.encoding import read_txt_file
-    from unstructured.partition.html import partition_html
+
+    from pipelines.ingest.markdown import markdown_elements
 
     _, text = read_txt_file(filename=str(path))
-    html = MarkdownIt("commonmark").enable("table").render(text)
-    return partition_html(text=html, **_FAST), None
+    return markdown_elements(text), None
 
 
 def _html(path: Path, filename: str) -> tuple[list[Element], int | None]:

@@ -19,6 +19,7 @@ from websockets.sync.client import connect as ws_connect
 from tests.integration.accounts import RELAXED_LOGIN_ENV, User, create_key, new_user
 from tests.integration.conftest import Stack, _start_stack
 from tests.integration.jobclient import lorem_input
+from tests.integration.knowledge_files import create_base, ingest
 
 Probe = tuple[str, str]  # (method, path with `{id}`); method "WS" opens a WebSocket
 
@@ -70,10 +71,38 @@ _JOB_PROBES: list[Probe] = [
     ("WS", "/v1/jobs/{id}/ws"),
 ]
 
+def _knowledge_base(http: httpx.Client, owner: User) -> str:
+    return str(create_base(http, owner.headers, name="tenancy", tags=["t"])["id"])
+
+
+def _knowledge_state(http: httpx.Client, owner: User, base_id: str) -> Any:
+    body = http.get(f"/v1/knowledge/{base_id}", headers=owner.headers).json()
+    return body["name"], body["tags"], body["visibility"], body["document_count"]
+
+
+def _document(http: httpx.Client, owner: User) -> str:
+    base_id = _knowledge_base(http, owner)
+    doc = ingest(http, base_id, "tenancy.txt", b"Tenancy probes must find nothing here.\n",
+                 "text/plain", headers=owner.headers)
+    return str(doc["id"])
+
+
+def _document_state(http: httpx.Client, owner: User, document_id: str) -> Any:
+    body = http.get(f"/v1/documents/{document_id}", headers=owner.headers).json()
+    return body["status"], body["chunk_count"], body["job_id"]
+
+
 RESOURCES = [
     Resource("active job", _submit_slow_job, _job_state, _JOB_PROBES, "/v1/jobs"),
     Resource("cancelled job", _cancelled_job, _job_state, _JOB_PROBES, "/v1/jobs"),
     Resource("api key", _key, _key_state, [("DELETE", "/v1/keys/{id}")], "/v1/keys"),
+    Resource("knowledge base", _knowledge_base, _knowledge_state, [
+        ("GET", "/v1/knowledge/{id}"), ("PATCH", "/v1/knowledge/{id}"),
+        ("DELETE", "/v1/knowledge/{id}"), ("GET", "/v1/knowledge/{id}/documents"),
+        ("POST", "/v1/knowledge/{id}/documents")], "/v1/knowledge"),
+    Resource("document", _document, _document_state, [
+        ("GET", "/v1/documents/{id}"), ("DELETE", "/v1/documents/{id}"),
+        ("POST", "/v1/documents/{id}/reingest")]),
 ]
 
 
@@ -81,7 +110,8 @@ RESOURCES = [
 def tenancy_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str,
                   redis_url: str) -> Iterator[Stack]:
     stack = _start_stack(tmp_path_factory.mktemp("tenancy"), database_url, redis_url,
-                         env=RELAXED_LOGIN_ENV)
+                         env={**RELAXED_LOGIN_ENV,
+                              "FILE_STORE_DIR": str(tmp_path_factory.mktemp("tenancy-files"))})
     yield stack
     stack.stop()
 

@@ -1,0 +1,128 @@
+"""The operator dashboard in a real headless Chromium against the real stack: an admin signs
+in and watches queues, workers and jobs, and cancels a job from the page; anyone else is
+told the page is for admins only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.browser import Browser, Page
+from tests.integration.accounts import new_user
+from tests.integration.jobclient import client, lorem_input, submit, wait_status
+
+# Set to a path to keep the admin test's screenshot (it is written to tmp_path anyway).
+SCREENSHOT_COPY = os.environ.get("DASHBOARD_SCREENSHOT")
+
+
+@pytest.fixture
+def http(stack: Any) -> Iterator[httpx.Client]:
+    with client(stack) as http:
+        yield http
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with Browser() as browser:
+        yield browser.page
+        assert browser.page.errors == [], "the page logged errors"
+
+
+def _row(table: str, job_id: str) -> str:
+    return f"document.querySelector('#{table} tr[data-job-id={json.dumps(job_id)}]')"
+
+
+def test_the_page_is_served_without_a_credential_and_holds_no_data(stack: Any) -> None:
+    with httpx.Client(base_url=stack.base_url) as anonymous:
+        page = anonymous.get("/dashboard")
+        script = anonymous.get("/dashboard/static/dashboard.js")
+
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert stack.admin_key not in page.text and "sy-" not in page.text.replace("sy-…", "")
+    assert script.status_code == 200 and "/v1/admin/jobs" in script.text
+
+
+def test_an_admin_watches_queues_workers_and_jobs_and_cancels_a_job(
+    stack: Any, http: httpx.Client, page: Page, tmp_path: Path
+) -> None:
+    page.goto(f"{stack.base_url}/dashboard")
+    page.type("#api-key", stack.admin_key)
+    page.click("#sign-in")
+
+    page.wait_for("document.querySelector('#queues tr[data-queue=\"default\"]')"
+                  " && document.querySelector('#queues tr[data-queue=\"chat\"]')",
+                  what="the default and chat queues")
+    worker = page.wait_for("document.querySelector('#workers tr.worker')?.innerText",
+                           what="a live worker")
+    assert ":" in worker and "default" in worker and "chat" in worker  # host:pid, queues
+    assert page.evaluate("document.querySelector('#login').hidden") is True
+
+    slow = submit(http, "chat", lorem_input(400, delay_ms=50))  # ~20 s unless cancelled
+    failed = submit(http, "chat", lorem_input(3, dev_options={"fail_after_tokens": 1}))
+    noop = submit(http, "noop", {"hello": "dashboard"})
+    page.wait_for(f"{_row('jobs', noop['id'])}?.innerText.includes('succeeded')",
+                  what="the noop job, succeeded, in recent jobs")
+    page.wait_for(f"{_row('jobs', slow['id'])}?.innerText.includes('running')",
+                  what="the slow job, running, in recent jobs")
+    page.wait_for(f"{_row('failed', failed['id'])}?.innerText.includes('UPSTREAM_ERROR')",
+                  what="the failed job with its error")
+
+    page.click(f"#jobs tr[data-job-id=\"{slow['id']}\"] button[data-action=cancel]")
+
+    assert wait_status(http, slow["id"])["status"] == "cancelled"
+    page.wait_for(f"{_row('jobs', slow['id'])}?.querySelector('button[data-action=retry]')",
+                  what="the cancelled job to offer a retry")
+    assert "cancelled" in page.text("#banner")
+    page.wait_for(r"/[1-9]\d* succeeded in the last hour/"
+                  ".test(document.querySelector('#stats').innerText)",
+                  what="run times, counting the noop job")
+
+    shot = page.screenshot(tmp_path / "dashboard.png")
+    assert shot.stat().st_size > 10_000
+    if SCREENSHOT_COPY:
+        shutil.copy(shot, SCREENSHOT_COPY)
+
+    # The token lives in sessionStorage: a reload goes straight back to the dashboard.
+    page.goto(f"{stack.base_url}/dashboard")
+    page.wait_for("!document.querySelector('#dashboard').hidden", what="the dashboard")
+    page.click("#sign-out")
+    page.wait_for("!document.querySelector('#login').hidden", what="the sign-in form")
+    assert page.evaluate("sessionStorage.length") == 0
+
+
+@pytest.mark.parametrize("credential", ["api_key", "password"])
+def test_a_non_admin_is_told_the_dashboard_is_for_admins_only(
+    stack: Any, http: httpx.Client, page: Page, credential: str
+) -> None:
+    user = new_user(http, stack.headers)
+    page.goto(f"{stack.base_url}/dashboard")
+    if credential == "api_key":
+        page.type("#api-key", user.key)
+    else:
+        page.type("#email", user.email)
+        page.type("#password", user.password)
+    page.click("#sign-in")
+
+    page.wait_for("!document.querySelector('#denied').hidden", what="the admins-only message")
+    assert "Admins only" in page.text("#denied")
+    assert page.evaluate("document.querySelector('#dashboard').hidden") is True
+    assert page.text("#jobs tbody") == ""  # nothing was rendered
+
+
+def test_a_wrong_key_is_refused_on_the_sign_in_form(stack: Any, page: Page) -> None:
+    page.goto(f"{stack.base_url}/dashboard")
+    page.type("#api-key", "sy-not-a-real-key")
+    page.click("#sign-in")
+
+    page.wait_for("!document.querySelector('#login-error').hidden", what="the form's error")
+    assert "not valid" in page.text("#login-error")
+    assert page.evaluate("document.querySelector('#dashboard').hidden") is True
+    assert page.evaluate("sessionStorage.length") == 0
