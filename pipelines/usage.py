@@ -37,7 +37,7 @@ def record_chat_usage(conn: Connection, *, job_id: str, owner_id: str, key_id: s
     completion = int(usage.get("completion_tokens") or 0)
     cost = info.cost_usd(prompt, completion)
     result["cost_usd"] = float(cost)
-    conn.execute(models_db.record_usage(
+    conn.execute(*models_db.record_usage(
         job_id=job_id, owner_id=owner_id, key_id=key_id, model=info.id, provider=info.provider,
         prompt_tokens=prompt, completion_tokens=completion,
         duration_ms=result.get("duration_ms"), ttft_ms=result.get("ttft_ms"), cost_usd=cost,

@@ -61,13 +61,13 @@ def seed_model(model_id: str, values: dict[str, Any]) -> Insert:
     )
 
 
-def record_usage(**values: Any) -> Insert:
+# Built once: it runs for every chat job (see pipelines/db/jobs.py on why).
+_RECORD_USAGE = insert(usage_records).on_conflict_do_nothing(index_elements=["job_id"])
+
+
+def record_usage(**values: Any) -> tuple[Insert, dict[str, Any]]:
     """One usage row per job: a re-run job records nothing new."""
-    return (
-        insert(usage_records)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["job_id"])
-    )
+    return _RECORD_USAGE, values
 
 
 def _usage_filter(stmt: Select, owner_id: str | None, key_id: str | None,
