@@ -7,6 +7,7 @@ from typing import Any
 import dramatiq
 
 from pipelines import chat
+from pipelines.budgets import budget_id, record_tokens_sync
 from pipelines.conversations import record_reply
 from pipelines.errors import DomainError
 from pipelines.usage import local_usage, price_result, record_chat_usage
@@ -36,6 +37,9 @@ def run_chat(job_id: str) -> None:
         answered = next(info for info in chain if info.id == result["model"])
         # Priced now, recorded with the job's success: the result and the record agree.
         price_result(answered, result)
+        if res.settings.daily_token_budget > 0:
+            record_tokens_sync(res.redis, res.keys, budget_id(ctx.key_id, ctx.owner_id),
+                               result["usage"]["total_tokens"])
         ctx.on_success.append(lambda conn: record_chat_usage(
             conn, job_id=ctx.job_id, owner_id=ctx.owner_id, key_id=ctx.key_id, info=answered,
             result=result))

@@ -177,3 +177,20 @@ def test_a_spent_token_budget_refuses_chat(replicas: Replicas, user: User,
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "insufficient_quota"
     assert int(response.headers["retry-after"]) <= 86_400
+
+
+def test_tokens_spent_by_chat_jobs_count_against_the_daily_budget(replicas: Replicas,
+                                                                   user: User) -> None:
+    # DAILY_TOKEN_BUDGET is 100: each echo of 40 words costs about 50 tokens, so the third
+    # request finds the budget spent by the workers' own records.
+    body = {"model": "dev/echo", "messages": [{"role": "user", "content": "word " * 40}]}
+    statuses = []
+    for url in itertools.islice(itertools.cycle(replicas.urls), 4):
+        response = httpx.post(url + "/v1/chat/completions", headers=user.headers, json=body,
+                              timeout=30)
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert response.json()["error"]["code"] == "insufficient_quota"
+            break
+    assert statuses[:2] == [200, 200]
+    assert statuses[-1] == 429
