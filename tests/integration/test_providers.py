@@ -43,11 +43,25 @@ def upstream(servers: dict[str, FakeUpstream], kind: str) -> FakeUpstream:
     return server
 
 
+_open_models: list[OpenAIChatModel | AnthropicChatModel] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_models() -> Iterator[None]:
+    """Close every model a test made: an SDK client left to the garbage collector leaks its
+    pooled sockets, and warnings are errors here."""
+    yield
+    while _open_models:
+        _open_models.pop().close()
+
+
 def make_model(upstream: FakeUpstream, **options: Any) -> ChatModel:
     settings: dict[str, Any] = {"timeout_s": 5.0, "max_retries": 2, "backoff_base_s": 0.01}
     settings |= options
     cls = OpenAIChatModel if upstream.kind == "openai" else AnthropicChatModel
-    return cls("upstream-model", api_key=API_KEY, base_url=upstream.base_url, **settings)
+    model = cls("upstream-model", api_key=API_KEY, base_url=upstream.base_url, **settings)
+    _open_models.append(model)
+    return model
 
 
 def chat(text: str = "Say hello", **extra: Any) -> dict[str, Any]:
