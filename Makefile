@@ -23,6 +23,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy api workers pipelines schemas
 
 typecheck: $(STAMP)
 	$(BIN)/mypy api workers pipelines schemas

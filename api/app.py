@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # The dashboard page is not an API: it stays out of /openapi.json.
         routes=[*routes, openapi_route(routes), *dashboard.routes],
         lifespan=lifespan,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AuthMiddleware, verify=verify_credential,

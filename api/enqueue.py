@@ -56,9 +56,9 @@ class Enqueuer:
 
     async def send_to(self, route: JobRoute, job_id: str,
                       announce: dict[str, Any] | None = None) -> None:
-        message = Message(queue_name=route.queue_name, actor_name=route.actor_name,
-                          args=(job_id,), kwargs={}, options={
-                              "redis_message_id": str(uuid.uuid4())})
+        message: Message[Any] = Message(
+            queue_name=route.queue_name, actor_name=route.actor_name, args=(job_id,), kwargs={},
+            options={"redis_message_id": str(uuid.uuid4())})
         for attempt in range(2):
             if self._sha is None:
                 self._sha = await self._redis.script_load(DISPATCH_LUA)
@@ -78,6 +78,7 @@ class Enqueuer:
 
     def _add(self, pipe: Pipeline, message: Message) -> None:
         wake = self._keys.wake(message.queue_name)
+        assert self._sha is not None, "send_to loads the script first"
         pipe.evalsha(self._sha, 1, self._broker.namespace,
                      *dispatch_args(self._broker, message, self._max_unpack_size))
         # Wake an idle consumer of that queue (see workers/consumer.py).

@@ -8,6 +8,7 @@ SDKs parse those. No stack trace ever reaches a client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -93,7 +94,7 @@ def error_body(fmt: str, status: int, code: str, message: str, *, details: Any =
 
 
 def error_response(path: str, status: int, code: str, message: str, *, details: Any = None,
-                   request_id: str | None = None, headers: dict[str, str] | None = None,
+                   request_id: str | None = None, headers: Mapping[str, str] | None = None,
                    param: str | None = None) -> Response:
     body = error_body(wire_format(path), status, code, message, details=details,
                       request_id=request_id, param=param)
@@ -119,7 +120,8 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 def _request_id(request: Request) -> str | None:
-    return request.scope.get("state", {}).get("request_id")
+    request_id: str | None = request.scope.get("state", {}).get("request_id")
+    return request_id
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:

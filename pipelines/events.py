@@ -141,7 +141,8 @@ class AsyncEventLog(_Base):
         start = f"({after}" if after else "-"
         entries = await self.redis.xrange(self.keys.events(job_id), min=start, max="+",
                                           count=count)
-        return [_parse_entry(job_id, eid, fields) for eid, fields in entries]
+        return [_parse_entry(job_id, eid, fields) for eid, fields in entries or ()
+                if eid is not None and fields is not None]
 
     async def last_event(self, job_id: str) -> Event | None:
         """The newest event of the job's log, or None if the log expired or never existed."""
@@ -149,6 +150,8 @@ class AsyncEventLog(_Base):
         if not entries:
             return None
         entry_id, fields = entries[0]
+        if entry_id is None or fields is None:
+            return None
         return _parse_entry(job_id, entry_id, fields)
 
     async def request_cancel(self, job_id: str, attempt: int, ttl_s: int) -> None:

@@ -99,9 +99,10 @@ def _blocks_text(content: str | list[dict[str, Any]]) -> str:
 
 
 def _anthropic_message_to_openai(message: dict[str, Any]) -> list[dict[str, Any]]:
-    role, content = message.get("role"), message.get("content")
+    role = message.get("role")
     if role not in ("user", "assistant"):
         raise InvalidInput(f"unsupported message role {role!r}")
+    content = message["content"]  # required by schemas.anthropic.Message
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if role == "assistant":

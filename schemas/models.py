@@ -47,16 +47,16 @@ class ModelCreate(ModelFields):
     """`POST /v1/admin/models` (and one entry of the models file)."""
 
     id: str = Field(min_length=1, max_length=256, pattern=MODEL_ID_PATTERN)
-    provider: Provider  # type: ignore[assignment]
-    upstream_model: str = Field(min_length=1, max_length=256)  # type: ignore[assignment]
-    context_window: int = Field(default=8192, ge=1, le=100_000_000)  # type: ignore[assignment]
-    capabilities: list[str] = Field(  # type: ignore[assignment]
+    provider: Provider
+    upstream_model: str = Field(min_length=1, max_length=256)
+    context_window: int = Field(default=8192, ge=1, le=100_000_000)
+    capabilities: list[str] = Field(
         default_factory=lambda: ["chat", "streaming"], max_length=32)
-    input_price_per_mtok: float = Field(default=0, ge=0, le=1_000_000)  # type: ignore[assignment]
-    output_price_per_mtok: float = Field(default=0, ge=0, le=1_000_000)  # type: ignore[assignment]
-    fallbacks: list[str] = Field(default_factory=list, max_length=8)  # type: ignore[assignment]
-    enabled: bool = True  # type: ignore[assignment]
-    description: str = Field(default="", max_length=2000)  # type: ignore[assignment]
+    input_price_per_mtok: float = Field(default=0, ge=0, le=1_000_000)
+    output_price_per_mtok: float = Field(default=0, ge=0, le=1_000_000)
+    fallbacks: list[str] = Field(default_factory=list, max_length=8)
+    enabled: bool = True
+    description: str = Field(default="", max_length=2000)
 
 
 class ModelRead(BaseModel):

@@ -33,7 +33,7 @@ class WakeableRedisBroker(RedisBroker):
                                  self.keys.wake(queue_name))
 
 
-class _WakeableConsumer(_RedisConsumer):  # type: ignore[misc]
+class _WakeableConsumer(_RedisConsumer):
     def __init__(self, broker: WakeableRedisBroker, queue_name: str, prefetch: int,
                  timeout: int, wake_key: str) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)

@@ -153,7 +153,8 @@ def _ensure_terminal_event(res: Resources, job_id: str) -> None:
     if row is None or row.status not in ("succeeded", "failed"):
         return
     last = res.redis.xrevrange(res.keys.events(job_id), count=1)
-    if last and last[0][1].get(b"t", b"").decode() in ("succeeded", "failed", "cancelled"):
+    fields = last[0][1] if last else None
+    if fields and fields.get(b"t") in (b"succeeded", b"failed", b"cancelled"):
         return
     data = {"result": row.result} if row.status == "succeeded" else {"error": row.error}
     res.events.publish(job_id, row.status, data, force=True, terminal=True)

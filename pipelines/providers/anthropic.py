@@ -7,7 +7,7 @@ here. Errors and retries follow the same policy as the OpenAI provider (see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from functools import partial
 from typing import Any
 
@@ -69,7 +69,7 @@ class AnthropicChatModel:
             provider="anthropic",
         )
 
-    def _attempt(self, body: dict[str, Any]) -> Iterator[ChatChunk]:
+    def _attempt(self, body: dict[str, Any]) -> Generator[ChatChunk, None, None]:
         named = {key: body[key] for key in _NAMED_FIELDS}
         extra = {key: value for key, value in body.items() if key not in _NAMED_FIELDS}
         stream = self._client.messages.create(**named, stream=True, extra_body=extra or None)

@@ -9,7 +9,7 @@ retried here, then UpstreamUnavailable (UpstreamTimeout 504 for timeouts).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -84,7 +84,7 @@ class OpenAIChatModel:
             provider="openai",
         )
 
-    def _attempt(self, params: dict[str, Any]) -> Iterator[ChatChunk]:
+    def _attempt(self, params: dict[str, Any]) -> Generator[ChatChunk, None, None]:
         stream = self._client.chat.completions.create(
             **params, stream=True, stream_options={"include_usage": True}
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import Any
@@ -131,7 +131,7 @@ def backoff_s(attempt: int, base_s: float) -> float:
 
 
 def stream_with_retries(
-    attempt_stream: Callable[[], Iterator[ChatChunk]],
+    attempt_stream: Callable[[], Generator[ChatChunk, None, None]],
     classify_error: Callable[[BaseException], tuple[Exception, bool] | None],
     *,
     max_retries: int,

@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration-s", type=float, default=8.0)
     args = parser.parse_args(argv)
-    print(json.dumps(_standalone(args), indent=2))
+    print(json.dumps(standalone(args), indent=2))
     return 0
 
 
-def _standalone(args: argparse.Namespace) -> dict[str, Any]:
+def standalone(args: argparse.Namespace) -> dict[str, Any]:
     from api.devservices import (
         create_database,
         free_port,

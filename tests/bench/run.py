@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench import spine
+from tests.bench import auth_overhead, gateway, knowledge, spine
 from tests.bench.stack import bench_services, bench_stack
 
 
@@ -38,7 +38,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="", help="comma-separated: hop,throughput,stream,chat")
+    parser.add_argument("--only", default="",
+                        help="comma-separated: hop,throughput,stream,chat,gateway,auth,knowledge")
     parser.add_argument("--out", default="bench-results.json")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -63,12 +64,32 @@ def main() -> None:
             if not only or "chat" in only:
                 rows.append(asyncio.run(spine.chat_rate(stack, 50, int(5000 * scale))))
                 print_table(rows[-1:])
+            if not only or "gateway" in only:
+                for row in asyncio.run(gateway.run(stack.base_url, stack.admin_key,
+                                                   scale=scale)):
+                    rows.append(row)
+                    print_table([row])
             if not only or "throughput" in only:
                 stack.stop_workers()
                 stack.start_workers(2, 16)
                 time.sleep(3)
                 rows.append(spine.job_throughput(stack, int(5000 * scale), 2, 16, log_dir))
                 print_table(rows[-1:])
+        if not only or "knowledge" in only:
+            knowledge_rows = knowledge.ingestion_throughput(
+                db_url, pages=40 if args.quick else 200, md_mb=0.2 if args.quick else 1.0)
+            knowledge_rows += knowledge.search_latency(
+                db_url, sizes=(2_000, 10_000) if args.quick else (10_000, 100_000))
+            rows += knowledge_rows
+            print_table(knowledge_rows)
+    if not only or "auth" in only:
+        auth = auth_overhead.standalone(argparse.Namespace(
+            requests=int(2000 * scale), concurrency=16, duration_s=8.0 * max(scale, 0.25)))
+        rows.append({"bench": "auth + rate limit overhead", **{
+            k: v for k, v in auth.items() if not isinstance(v, dict)},
+            **{f"{name}_{k}": v for name, part in auth.items() if isinstance(part, dict)
+               for k, v in part.items()}})
+        print_table(rows[-1:])
     report = {"machine": {"cpus": __import__("os").cpu_count(),
                           "python": platform.python_version()},
               "started": started, "seconds": round(time.time() - started, 1), "rows": rows}
