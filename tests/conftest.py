@@ -10,6 +10,7 @@ lazy: unit tests that do not ask for them start nothing.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +29,17 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     """URL of a Postgres server (with pgvector) where tests may create databases."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield url
         return
     # Not durable: a throwaway cluster does not need fsync, and skipping it is much faster.
-    with start_postgres(tmp_path_factory.mktemp("postgres"), durable=False) as postgres:
+    # Not under pytest's basetemp: another pytest session on the machine rotates those
+    # folders away (it keeps three), which would delete this server's data mid-run.
+    with tempfile.TemporaryDirectory(prefix="sy-test-pg-") as data, \
+            start_postgres(Path(data), durable=False) as postgres:
         yield postgres.url
 
 
@@ -53,13 +57,14 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url() -> Iterator[str]:
     """URL of a Redis server; isolate keys with the `namespace` fixture."""
     url = os.environ.get("TEST_REDIS_URL")
     if url:
         yield url
         return
-    with start_redis(tmp_path_factory.mktemp("redis")) as redis_server:
+    with tempfile.TemporaryDirectory(prefix="sy-test-redis-") as data, \
+            start_redis(Path(data)) as redis_server:
         yield redis_server.url
 
 
