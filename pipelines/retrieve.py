@@ -10,12 +10,13 @@ FULL JOIN over both candidate sets.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipelines.db import chunks as chunks_db
 from pipelines.embedders.registry import EmbeddingSpec
@@ -68,7 +69,10 @@ async def _tune(conn: AsyncConnection, ef_search: int) -> None:
 
 async def vector_hits(conn: AsyncConnection, groups: Mapping[EmbeddingSpec, Sequence[str]],
                       vectors: Mapping[EmbeddingSpec, Sequence[float]], *, limit: int,
-                      filters: Mapping[str, Any]) -> list[Hit]:
+                      filters: Mapping[str, Any], ef_search: int = 100) -> list[Hit]:
+    """Nearest chunks by cosine similarity. Run inside a transaction (the HNSW settings
+    are `SET LOCAL`)."""
+    await _tune(conn, ef_search)
     hits: list[Hit] = []
     for spec, base_ids in groups.items():
         rows = (await conn.execute(chunks_db.vector_search(
@@ -81,36 +85,41 @@ async def vector_hits(conn: AsyncConnection, groups: Mapping[EmbeddingSpec, Sequ
 
 async def keyword_hits(conn: AsyncConnection, base_ids: Sequence[str], query: str, *,
                        limit: int, filters: Mapping[str, Any]) -> list[Hit]:
-    """Chunks holding every word of the query, if there are `limit` of them; else chunks
-    holding any, ranked. The AND query is cheap (GIN intersects posting lists); the OR one
-    must rank every chunk holding any of the words, which for common words on a large
-    base is most of the cost of a search, so it runs only when needed."""
+    """Best full-text matches, ranked among a capped candidate set (see
+    `chunks_db.keyword_search`): one indexed query whatever the words' frequency."""
     rows = (await conn.execute(chunks_db.keyword_search(
-        base_ids, query, limit=limit, match_all=True, **filters))).all()
-    if len(rows) < limit:
-        rows = (await conn.execute(chunks_db.keyword_search(
-            base_ids, query, limit=limit, **filters))).all()
+        base_ids, query, limit=limit, **filters))).all()
     return [replace(_hit(row, float(row.score)), keyword_score=float(row.score))
             for row in rows]
 
 
-async def search(conn: AsyncConnection, groups: Mapping[EmbeddingSpec, Sequence[str]],
+async def search(engine: AsyncEngine, groups: Mapping[EmbeddingSpec, Sequence[str]],
                  query: str, vectors: Mapping[EmbeddingSpec, Sequence[float]], *, mode: str,
                  limit: int, filters: Mapping[str, Any], ef_search: int = 100) -> list[Hit]:
     """The best `limit` chunks of the bases in `groups` (spec -> base ids) for `query`.
 
-    Run inside a transaction (the HNSW settings are `SET LOCAL`).
+    Hybrid runs its two searches at once, each on its own pooled connection: the latency
+    is the slower of the two rather than their sum.
     """
     base_ids = [base_id for ids in groups.values() for base_id in ids]
+
+    async def by_vector(n: int) -> list[Hit]:
+        async with engine.begin() as conn:
+            return await vector_hits(conn, groups, vectors, limit=n, filters=filters,
+                                     ef_search=ef_search)
+
+    async def by_keyword(n: int) -> list[Hit]:
+        async with engine.connect() as conn:
+            return await keyword_hits(conn, base_ids, query, limit=n, filters=filters)
+
     if mode == "keyword":
-        return await keyword_hits(conn, base_ids, query, limit=limit, filters=filters)
-    await _tune(conn, ef_search)
+        return await by_keyword(limit)
     if mode == "vector":
-        return await vector_hits(conn, groups, vectors, limit=limit, filters=filters)
+        return await by_vector(limit)
     candidates = max(HYBRID_CANDIDATES, limit * 3)
-    by_vector = await vector_hits(conn, groups, vectors, limit=candidates, filters=filters)
-    by_keyword = await keyword_hits(conn, base_ids, query, limit=candidates, filters=filters)
-    return fuse(by_vector, by_keyword, limit)
+    vector_side, keyword_side = await asyncio.gather(by_vector(candidates),
+                                                     by_keyword(candidates))
+    return fuse(vector_side, keyword_side, limit)
 
 
 def fuse(by_vector: Sequence[Hit], by_keyword: Sequence[Hit], limit: int) -> list[Hit]:

@@ -161,9 +161,8 @@ async def run_search(request: Request, query: str, knowledge_ids: list[str], mod
     args = filter_args(filters)
     groups = await search_groups(svc, principal(request).owner_id, knowledge_ids)
     vectors = {} if mode == "keyword" else await embed_query(svc, list(groups), query)
-    async with svc.engine.begin() as conn:
-        return await retrieve.search(conn, groups, query, vectors, mode=mode, limit=limit,
-                                     filters=args, ef_search=svc.settings.hnsw_ef_search)
+    return await retrieve.search(svc.engine, groups, query, vectors, mode=mode, limit=limit,
+                                 filters=args, ef_search=svc.settings.hnsw_ef_search)
 
 
 @doc("Search chunks across knowledge bases: vector, keyword or hybrid (RRF)",

@@ -105,9 +105,8 @@ async def _measure(db_url: str, base_id: str, size: int, centres: np.ndarray,
             latencies = []
             for query, vector in [*queries[:5], *queries]:  # the first 5 warm up
                 started = time.perf_counter()
-                async with engine.begin() as conn:
-                    await retrieve.search(conn, groups, query, {spec: vector}, mode=mode,
-                                          limit=10, filters={})
+                await retrieve.search(engine, groups, query, {spec: vector}, mode=mode,
+                                      limit=10, filters={})
                 latencies.append((time.perf_counter() - started) * 1000)
             latencies = latencies[5:]
             rows.append({"bench": f"search {mode} @ {size // 1000}k chunks",
@@ -133,8 +132,8 @@ async def _recall(engine: Any, groups: dict[EmbeddingSpec, list[str]], spec: Emb
                 if exact:
                     await conn.execute(text("SET LOCAL enable_indexscan = off"))
                     await conn.execute(text("SET LOCAL enable_bitmapscan = off"))
-                hits = await retrieve.search(conn, groups, "", {spec: vector}, mode="vector",
-                                             limit=10, filters={})
+                hits = await retrieve.vector_hits(conn, groups, {spec: vector}, limit=10,
+                                                  filters={})
             found.append({h.chunk_id for h in hits})
         overlaps.append(len(found[0] & found[1]) / 10)
     return round(statistics.mean(overlaps), 4)
