@@ -10,13 +10,16 @@ first token) has been sent, the status is 200 and errors travel inside the strea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 from api.context import Services, principal, services
+from api.errors import error_body, job_error_headers, job_error_status
 from api.job_control import OnSubmit, cancel_job, submit_job
 from api.streams import follow
 from pipelines.models import ModelInfo
@@ -91,3 +94,59 @@ async def replay(seen: list[Event | None],
         return
     async for event in events:
         yield event
+
+
+class FrameWriter(Protocol):
+    """Renders a chat job's events in one wire format (OpenAI chunks, Anthropic events)."""
+
+    sent_content: bool
+
+    def delta(self, data: dict[str, Any]) -> bytes: ...
+
+    def finish(self, result: dict[str, Any]) -> bytes: ...
+
+
+async def relay(job: ChatJob, events: AsyncIterator[Event | None], writer: FrameWriter, *,
+                wire: str, opening: bytes, keepalive: bytes,
+                error_frame: Callable[[dict[str, Any]], bytes]) -> AsyncIterator[bytes]:
+    """A chat job's events as frames of `wire` format, ending with its finish or an error.
+
+    If the client goes away before the end, the job is cancelled: nobody is left to read it.
+    """
+    finished = False
+    try:
+        yield opening
+        async for event in events:
+            if event is None:
+                yield keepalive
+            elif event.type == "delta":
+                yield writer.delta(event.data)
+            elif event.type == "retry" and writer.sent_content:
+                # The first attempt's text is already on the wire; splicing a second attempt
+                # onto it would corrupt the answer, so end with an error instead.
+                finished = True
+                yield error_frame(error_body(
+                    wire, 502, "UPSTREAM_ERROR",
+                    "The answer was interrupted and is being retried; request it again."))
+                return
+            elif event.terminal:
+                finished = True
+                if event.type == "succeeded":
+                    yield writer.finish(event.data["result"])
+                else:
+                    error = event.data.get("error") or {"code": "CANCELLED",
+                                                         "message": "The request was cancelled."}
+                    yield error_frame(error_body(wire, job_error_status(error), error["code"],
+                                                 error["message"]))
+                return
+    finally:
+        if not finished:
+            job.cancel_in_background()
+
+
+def error_response(wire: str, error: dict[str, Any]) -> Response:
+    """A failed job's `{code, message, status?, retry_after_s?}` as a `wire`-format response."""
+    status = job_error_status(error)
+    return Response(orjson.dumps(error_body(wire, status, error["code"], error["message"])),
+                    status_code=status, media_type="application/json",
+                    headers=job_error_headers(error))

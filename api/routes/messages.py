@@ -7,18 +7,22 @@ streamed or whole. Errors use Anthropic's shape (api/errors.py picks it by path)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from api.bodies import parse
-from api.chat_jobs import ChatJob, failure_of, prelude, replay, start_chat_job
+from api.chat_jobs import (
+    ChatJob,
+    error_response,
+    failure_of,
+    prelude,
+    relay,
+    replay,
+    start_chat_job,
+)
 from api.context import services
-from api.errors import error_body, job_error_headers, job_error_status
 from api.formats import anthropic as fmt
 from api.openapi import doc
 from api.sse import SSE_HEADERS
@@ -47,12 +51,15 @@ async def create_message(request: Request) -> Response:
         raise
     if not seen:
         job.cancel_in_background()
-        return _error(504, "UPSTREAM_TIMEOUT", "The message did not start in time.")
+        return error_response("anthropic", {"code": "UPSTREAM_TIMEOUT", "status": 504,
+            "message": "The message did not start in time."})
     if (error := failure_of(seen)) is not None:
-        return _job_error(error)
+        return error_response("anthropic", error)
     input_tokens = count_message_tokens(job_input["messages"], body.model)
     writer = fmt.MessageStreamWriter(msg_id, body.model, input_tokens)
-    frames = _stream(job, replay(seen, job.events), writer)
+    frames = relay(job, replay(seen, job.events), writer, wire="anthropic",
+                   opening=writer.start(), keepalive=fmt.PING_FRAME,
+                   error_frame=fmt.error_frame)
     return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -66,55 +73,13 @@ async def _whole(job: ChatJob, msg_id: str, model: str) -> Response:
         if terminal is None:
             job.cancel_in_background()
     if terminal is None:
-        return _error(504, "UPSTREAM_TIMEOUT", "The message did not finish in time.")
+        return error_response("anthropic", {"code": "UPSTREAM_TIMEOUT", "status": 504,
+            "message": "The message did not finish in time."})
     if terminal.type == "succeeded":
         return Response(orjson.dumps(fmt.message(msg_id, model, terminal.data["result"])),
                         media_type="application/json")
-    return _job_error(terminal.data.get("error") or {"code": "CANCELLED",
-                                                     "message": "Cancelled."})
-
-
-def _error(status: int, code: str, message: str,
-           headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(error_body("anthropic", status, code, message)),
-                    status_code=status, media_type="application/json", headers=headers)
-
-
-def _job_error(error: dict[str, Any]) -> Response:
-    return _error(job_error_status(error), error["code"], error["message"],
-                  headers=job_error_headers(error))
-
-
-async def _stream(job: ChatJob, events: AsyncIterator[Event | None],
-                  writer: fmt.MessageStreamWriter) -> AsyncIterator[bytes]:
-    finished = False
-    try:
-        yield writer.start()
-        async for event in events:
-            if event is None:
-                yield fmt.PING_FRAME
-            elif event.type == "delta":
-                yield writer.delta(event.data)
-            elif event.type == "retry" and writer.sent_content:
-                # Splicing a second attempt onto text already sent would corrupt it.
-                finished = True
-                yield fmt.error_frame(error_body(
-                    "anthropic", 502, "UPSTREAM_ERROR",
-                    "The message was interrupted and is being retried; request it again."))
-                return
-            elif event.terminal:
-                finished = True
-                if event.type == "succeeded":
-                    yield writer.finish(event.data["result"])
-                else:
-                    error = event.data.get("error") or {"code": "CANCELLED",
-                                                         "message": "The request was cancelled."}
-                    yield fmt.error_frame(error_body("anthropic", job_error_status(error),
-                                                     error["code"], error["message"]))
-                return
-    finally:
-        if not finished:
-            job.cancel_in_background()
+    return error_response("anthropic", terminal.data.get("error")
+                          or {"code": "CANCELLED", "message": "Cancelled."})
 
 
 routes = [Route("/v1/messages", create_message, methods=["POST"])]
