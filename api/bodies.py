@@ -84,3 +84,17 @@ def json_response(model: BaseModel, status: int = 200,
     """A pydantic model as a JSON response."""
     return Response(model.model_dump_json(), status_code=status, media_type="application/json",
                     headers=headers)
+
+
+def int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high]; anything else is a 422 naming it."""
+    raw = request.query_params.get(name)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        raise ApiError(422, "VALIDATION_FAILED", f"{name} must be an integer.",
+                       param=name) from None
+    if not low <= value <= high:
+        raise ApiError(422, "VALIDATION_FAILED", f"{name} must be between {low} and {high}.",
+                       param=name)
+    return value

@@ -11,10 +11,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import authenticator, insert_user, is_uuid, require_admin
+from api.bodies import int_query, parse
 from api.bodies import json_response as json
-from api.bodies import parse
 from api.context import services
-from api.errors import ApiError
 from api.openapi import doc
 from pipelines import accounts
 from pipelines.db import sessions as sessions_db
@@ -43,8 +42,8 @@ async def create_user(request: Request) -> Response:
      query={"limit": "integer", "offset": "integer"}, tags=["admin"])
 async def list_users(request: Request) -> Response:
     require_admin(request)
-    limit = _int_param(request, "limit", 50, 1, _MAX_PAGE)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
+    limit = int_query(request, "limit", 50, 1, _MAX_PAGE)
+    offset = int_query(request, "offset", 0, 0, 10**9)
     async with services(request).autocommit.connect() as conn:
         rows = (await conn.execute(users_db.list_page(limit=limit, offset=offset))).all()
         total = (await conn.execute(users_db.count())).scalar_one()
@@ -103,18 +102,6 @@ def _user_id(request: Request) -> str:
         raise UserNotFound(f"No user with id '{user_id}'.")
     return user_id
 
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    try:
-        value = default if raw is None else int(raw)
-    except ValueError:
-        raise ApiError(422, "VALIDATION_FAILED", f"{name} must be an integer.",
-                       param=name) from None
-    if not low <= value <= high:
-        raise ApiError(422, "VALIDATION_FAILED", f"{name} must be between {low} and {high}.",
-                       param=name)
-    return value
 
 
 routes = [

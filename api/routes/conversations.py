@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api import conversation_turns as turns_api
-from api.bodies import parse
+from api.bodies import int_query, parse
 from api.context import principal, services
 from api.errors import ApiError
 from api.job_control import submit_job
@@ -72,18 +72,6 @@ async def create_conversation(request: Request) -> Response:
     return _json(_read(row), status=201)
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    try:
-        value = default if raw is None else int(raw)
-    except ValueError:
-        raise ApiError(422, "VALIDATION_FAILED", f"{name} must be an integer.",
-                       param=name) from None
-    if not low <= value <= high:
-        raise ApiError(422, "VALIDATION_FAILED", f"{name} must be between {low} and {high}.",
-                       param=name)
-    return value
-
 
 def _choice(request: Request, name: str, default: str, allowed: Iterable[str]) -> str:
     value = request.query_params.get(name, default)
@@ -96,8 +84,8 @@ def _choice(request: Request, name: str, default: str, allowed: Iterable[str]) -
 @doc("List conversations", response=ConversationList, tags=["conversations"],
      query={"limit": "integer", "offset": "integer", "sort": "string", "order": "string"})
 async def list_conversations(request: Request) -> Response:
-    limit = _int_param(request, "limit", 20, 1, _MAX_PAGE)
-    offset = _int_param(request, "offset", 0, 0, 2**31 - 1)
+    limit = int_query(request, "limit", 20, 1, _MAX_PAGE)
+    offset = int_query(request, "offset", 0, 0, 2**31 - 1)
     sort = _choice(request, "sort", "updated_at", conversations_db.SORTABLE)
     order = _choice(request, "order", "desc", ("asc", "desc"))
     owner_id = principal(request).owner_id

@@ -21,14 +21,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from api.bodies import json_response
+from api.bodies import int_query, json_response
 from api.context import principal, services
 from api.errors import ApiError
 from api.job_control import cancel_job, submit_job
 from api.knowledge_access import document_read, load_base, load_document
 from api.openapi import doc
 from api.routes.jobs import job_read
-from api.routes.knowledge import int_param
 from pipelines.db import knowledge as knowledge_db
 from pipelines.errors import DocumentNotFound, DuplicateDocument, UnsupportedFileType
 from pipelines.ingest.partition import SUPPORTED_TYPES, detect_file_type
@@ -160,8 +159,8 @@ async def upload_document(request: Request) -> Response:
 async def list_documents(request: Request) -> Response:
     svc = services(request)
     base = await load_base(svc, principal(request).owner_id, request.path_params["knowledge_id"])
-    limit = int_param(request, "limit", 50, 1, 200)
-    offset = int_param(request, "offset", 0, 0, 2**31 - 1)
+    limit = int_query(request, "limit", 50, 1, 200)
+    offset = int_query(request, "offset", 0, 0, 2**31 - 1)
     status = request.query_params.get("status") or None
     if status not in (None, "processing", "processed", "failed"):
         raise ApiError(422, "VALIDATION_FAILED",

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.bodies import json_response, parse
+from api.bodies import int_query, json_response, parse
 from api.context import principal, services
 from api.errors import ApiError
 from api.knowledge_access import (
@@ -37,18 +37,6 @@ from schemas.knowledge import (
 
 _MAX_PAGE = 100
 
-
-def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    try:
-        value = default if raw is None else int(raw)
-    except ValueError:
-        raise ApiError(422, "VALIDATION_FAILED", f"{name} must be an integer.",
-                       param=name) from None
-    if not low <= value <= high:
-        raise ApiError(422, "VALIDATION_FAILED", f"{name} must be between {low} and {high}.",
-                       param=name)
-    return value
 
 
 def _choice(request: Request, name: str, allowed: tuple[str, ...],
@@ -80,8 +68,8 @@ async def create_base(request: Request) -> Response:
      query={"tag": "string", "search": "string", "visibility": "string", "owner": "string",
             "limit": "integer", "offset": "integer"})
 async def list_bases(request: Request) -> Response:
-    limit = int_param(request, "limit", 20, 1, _MAX_PAGE)
-    offset = int_param(request, "offset", 0, 0, 2**31 - 1)
+    limit = int_query(request, "limit", 20, 1, _MAX_PAGE)
+    offset = int_query(request, "offset", 0, 0, 2**31 - 1)
     filters: dict[str, Any] = {
         "include_public": _choice(request, "owner", ("me", "any"), "me") == "any",
         "tag": request.query_params.get("tag") or None,
