@@ -150,3 +150,42 @@ def error_response(wire: str, error: dict[str, Any]) -> Response:
     return Response(orjson.dumps(error_body(wire, status, error["code"], error["message"])),
                     status_code=status, media_type="application/json",
                     headers=job_error_headers(error))
+
+
+async def opening(job: ChatJob) -> list[Event | None]:
+    """The prelude of a streamed answer; the job is cancelled if the client or time runs out."""
+    try:
+        seen = await prelude(job.events)
+    except BaseException:
+        job.cancel_in_background()
+        raise
+    if not seen:
+        job.cancel_in_background()
+    return seen
+
+
+async def last_event(job: ChatJob) -> Event | None:
+    """The terminal event of a whole (non-streamed) answer, or None if time ran out first."""
+    terminal: Event | None = None
+    try:
+        async for event in job.events:
+            if event is not None and event.terminal:
+                terminal = event
+    finally:
+        if terminal is None:
+            job.cancel_in_background()
+    return terminal
+
+
+def failure_response(wire: str, terminal: Event | None, what: str) -> Response:
+    """The error answer for a job that did not succeed (None: it did not finish in time)."""
+    if terminal is None:
+        return error_response(wire, {"code": "UPSTREAM_TIMEOUT", "status": 504,
+                                     "message": f"The {what} did not finish in time."})
+    return error_response(wire, terminal.data.get("error")
+                          or {"code": "CANCELLED", "message": "Cancelled."})
+
+
+def not_started_response(wire: str, what: str) -> Response:
+    return error_response(wire, {"code": "UPSTREAM_TIMEOUT", "status": 504,
+                                 "message": f"The {what} did not start in time."})

@@ -14,7 +14,10 @@ from api.chat_jobs import (
     ChatJob,
     error_response,
     failure_of,
-    prelude,
+    failure_response,
+    last_event,
+    not_started_response,
+    opening,
     relay,
     replay,
     start_chat_job,
@@ -24,7 +27,6 @@ from api.conversation_turns import with_conversation
 from api.formats import openai as fmt
 from api.openapi import doc
 from api.sse import SSE_HEADERS
-from schemas.jobs import Event
 from schemas.openai import ChatCompletionRequest
 
 
@@ -39,15 +41,9 @@ async def chat_completions(request: Request) -> Response:
     created = int(time.time())
     if not body.stream:
         return await _whole(job, completion_id, created)
-    try:
-        seen = await prelude(job.events)
-    except BaseException:
-        job.cancel_in_background()
-        raise
+    seen = await opening(job)
     if not seen:
-        job.cancel_in_background()
-        return error_response("openai", {"code": "UPSTREAM_TIMEOUT", "status": 504,
-            "message": "The completion did not start in time."})
+        return not_started_response("openai", "completion")
     if (error := failure_of(seen)) is not None:
         return error_response("openai", error)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -59,22 +55,11 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _whole(job: ChatJob, completion_id: str, created: int) -> Response:
-    terminal: Event | None = None
-    try:
-        async for event in job.events:
-            if event is not None and event.terminal:
-                terminal = event
-    finally:
-        if terminal is None:
-            job.cancel_in_background()
-    if terminal is None:
-        return error_response("openai", {"code": "UPSTREAM_TIMEOUT", "status": 504,
-            "message": "The completion did not finish in time."})
-    if terminal.type == "succeeded":
-        body = fmt.completion(completion_id, created, terminal.data["result"])
-        return Response(orjson.dumps(body), media_type="application/json")
-    return error_response("openai", terminal.data.get("error")
-                          or {"code": "CANCELLED", "message": "Cancelled."})
+    terminal = await last_event(job)
+    if terminal is None or terminal.type != "succeeded":
+        return failure_response("openai", terminal, "completion")
+    body = fmt.completion(completion_id, created, terminal.data["result"])
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

@@ -17,7 +17,10 @@ from api.chat_jobs import (
     ChatJob,
     error_response,
     failure_of,
-    prelude,
+    failure_response,
+    last_event,
+    not_started_response,
+    opening,
     relay,
     replay,
     start_chat_job,
@@ -29,7 +32,6 @@ from api.sse import SSE_HEADERS
 from pipelines.tokens import count_message_tokens
 from pipelines.translate import anthropic_request_to_openai
 from schemas.anthropic import MessagesRequest
-from schemas.jobs import Event
 from schemas.openai import ChatCompletionRequest
 
 
@@ -44,15 +46,9 @@ async def create_message(request: Request) -> Response:
     msg_id = fmt.message_id(job.job_id)
     if not body.stream:
         return await _whole(job, msg_id, body.model)
-    try:
-        seen = await prelude(job.events)
-    except BaseException:
-        job.cancel_in_background()
-        raise
+    seen = await opening(job)
     if not seen:
-        job.cancel_in_background()
-        return error_response("anthropic", {"code": "UPSTREAM_TIMEOUT", "status": 504,
-            "message": "The message did not start in time."})
+        return not_started_response("anthropic", "message")
     if (error := failure_of(seen)) is not None:
         return error_response("anthropic", error)
     input_tokens = count_message_tokens(job_input["messages"], body.model)
@@ -64,22 +60,11 @@ async def create_message(request: Request) -> Response:
 
 
 async def _whole(job: ChatJob, msg_id: str, model: str) -> Response:
-    terminal: Event | None = None
-    try:
-        async for event in job.events:
-            if event is not None and event.terminal:
-                terminal = event
-    finally:
-        if terminal is None:
-            job.cancel_in_background()
-    if terminal is None:
-        return error_response("anthropic", {"code": "UPSTREAM_TIMEOUT", "status": 504,
-            "message": "The message did not finish in time."})
-    if terminal.type == "succeeded":
-        return Response(orjson.dumps(fmt.message(msg_id, model, terminal.data["result"])),
-                        media_type="application/json")
-    return error_response("anthropic", terminal.data.get("error")
-                          or {"code": "CANCELLED", "message": "Cancelled."})
+    terminal = await last_event(job)
+    if terminal is None or terminal.type != "succeeded":
+        return failure_response("anthropic", terminal, "message")
+    return Response(orjson.dumps(fmt.message(msg_id, model, terminal.data["result"])),
+                    media_type="application/json")
 
 
 routes = [Route("/v1/messages", create_message, methods=["POST"])]
