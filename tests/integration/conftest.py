@@ -34,6 +34,7 @@ from api.devservices import (
     web_command,
     worker_command,
 )
+from tests.integration.jobclient import EventLogReader, client
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 60.0
@@ -284,3 +285,17 @@ def stack(request: pytest.FixtureRequest, _module_stack: Stack) -> Stack:
     if not _module_stack.workers_running():
         _module_stack.start_workers()
     return _module_stack
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    """An httpx client for the module's stack, as its admin."""
+    with client(stack) as http:
+        yield http
+
+
+@pytest.fixture
+def log(stack: Stack, redis_url: str) -> Iterator[EventLogReader]:
+    """The stack's per-job event logs, read straight from Redis as ground truth."""
+    with EventLogReader(redis_url, stack.namespace) as reader:
+        yield reader

@@ -18,12 +18,6 @@ from tests.integration.jobclient import client, lorem_input, poll, submit, wait_
 
 
 @pytest.fixture
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with client(stack) as http:
-        yield http
-
-
-@pytest.fixture
 def as_user(stack: Stack) -> Iterator[Callable[..., httpx.Client]]:
     """Factory: a client (of the module's stack, or `on`) that authenticates as `user`."""
     made: list[httpx.Client] = []

@@ -6,20 +6,13 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from tests.integration.jobclient import client, wait_status
-
-
-@pytest.fixture
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with client(stack) as http:
-        yield http
+from tests.integration.jobclient import wait_status
 
 
 def register(http: httpx.Client, **body: Any) -> str:

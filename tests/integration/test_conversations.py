@@ -15,13 +15,7 @@ from httpx_sse import connect_sse
 from pipelines.conversations import message_tokens, record_reply
 from pipelines.db.engine import sync_engine
 from tests.integration.accounts import new_user
-from tests.integration.jobclient import client, poll, wait_status
-
-
-@pytest.fixture
-def http(stack: Any) -> Iterator[httpx.Client]:
-    with client(stack) as http:
-        yield http
+from tests.integration.jobclient import poll, wait_status
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import httpx
-import pytest
 from httpx_sse import connect_sse
 from websockets.sync.client import connect as ws_connect
 
@@ -16,25 +15,12 @@ from tests.integration.jobclient import (
     EventLogReader,
     SseEvent,
     assert_contiguous,
-    client,
     lorem_input,
     poll,
     sse_events,
     submit,
     wait_status,
 )
-
-
-@pytest.fixture
-def http(stack: Any) -> Any:
-    with client(stack) as http:
-        yield http
-
-
-@pytest.fixture
-def log(stack: Any, redis_url: str) -> Any:
-    with EventLogReader(redis_url, stack.namespace) as reader:
-        yield reader
 
 
 def test_sse_frames_carry_id_and_event_and_the_stream_ends_after_the_terminal_event(

@@ -24,19 +24,6 @@ from tests.integration.jobclient import (
     wait_status,
 )
 
-
-@pytest.fixture
-def http(stack: Any) -> Any:
-    with client(stack) as http:
-        yield http
-
-
-@pytest.fixture
-def log(stack: Any, redis_url: str) -> Any:
-    with EventLogReader(redis_url, stack.namespace) as reader:
-        yield reader
-
-
 # --- submit and read ---------------------------------------------------------------------
 
 

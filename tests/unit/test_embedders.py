@@ -13,36 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.embedders.local import HashEmbedder, LocalEmbedder
-
-# Same as in test_ingest_partition (kept apart: that module skips without unstructured).
-NO_NETWORK_SITECUSTOMIZE = textwrap.dedent(
-    """
-    import os
-    import socket
-
-
-    def _refuse(*args):
-        # Libraries swallow connection errors (unstructured's telemetry does), so every
-        # attempt is also written down for the test to assert on.
-        with open(os.environ["NETWORK_ATTEMPTS_LOG"], "a") as log:
-            log.write(f"{args}\\n")
-        raise OSError("network disabled for this test")
-
-
-    class _NoNetwork(socket.socket):
-        # Creating (and binding) sockets stays allowed: urllib3 probes IPv6 support at import.
-        def connect(self, address):
-            _refuse("connect", address)
-
-        def connect_ex(self, address):
-            _refuse("connect_ex", address)
-
-
-    socket.socket = _NoNetwork
-    socket.getaddrinfo = lambda *a, **k: _refuse("getaddrinfo", a)
-    socket.create_connection = lambda *a, **k: _refuse("create_connection", a)
-    """
-)
+from tests.offline import no_network_site
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -124,9 +95,7 @@ def test_minilm_is_loaded_once_and_safe_to_share_between_threads() -> None:
 
 @needs_minilm
 def test_minilm_loads_and_embeds_with_the_network_unreachable(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(NO_NETWORK_SITECUSTOMIZE)
+    site = no_network_site(tmp_path)
     script = textwrap.dedent(
         """
         from pipelines.embedders.local import LocalEmbedder

@@ -19,6 +19,7 @@ from pipelines.ingest.partition import (  # noqa: E402
     is_supported,
     partition_file,
 )
+from tests.offline import no_network_site  # noqa: E402
 
 PARAGRAPH = (
     "The ingestion worker reads each uploaded document. It splits the text into sections "
@@ -196,40 +197,8 @@ def test_is_supported_uses_extension_then_content_type() -> None:
                             ".wordprocessingml.document") == "docx"
 
 
-NO_NETWORK_SITECUSTOMIZE = textwrap.dedent(
-    """
-    import os
-    import socket
-
-
-    def _refuse(*args):
-        # Libraries swallow connection errors (unstructured's telemetry does), so every
-        # attempt is also written down for the test to assert on.
-        with open(os.environ["NETWORK_ATTEMPTS_LOG"], "a") as log:
-            log.write(f"{args}\\n")
-        raise OSError("network disabled for this test")
-
-
-    class _NoNetwork(socket.socket):
-        # Creating (and binding) sockets stays allowed: urllib3 probes IPv6 support at import.
-        def connect(self, address):
-            _refuse("connect", address)
-
-        def connect_ex(self, address):
-            _refuse("connect_ex", address)
-
-
-    socket.socket = _NoNetwork
-    socket.getaddrinfo = lambda *a, **k: _refuse("getaddrinfo", a)
-    socket.create_connection = lambda *a, **k: _refuse("create_connection", a)
-    """
-)
-
-
 def test_partition_works_with_the_network_unreachable(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(NO_NETWORK_SITECUSTOMIZE)
+    site = no_network_site(tmp_path)
     make_pdf(tmp_path / "a.pdf", 2)
     make_docx(tmp_path / "a.docx")
     (tmp_path / "a.md").write_text(f"# Title\n\n{PARAGRAPH}\n")
