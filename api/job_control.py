@@ -38,13 +38,15 @@ async def submit_job(
     parent_id: str | None = None,
     key_id: str | None = None,
     on_submit: OnSubmit | None = None,
+    job_id: str | None = None,
 ) -> tuple[Row[Any], bool]:
     """Returns (job row, created); an idempotent repeat returns the first job, not a new one.
 
     `on_submit(conn, job_id)` writes rows that belong with a new job in the job's own
     transaction (e.g. a conversation's user turn), so they exist before any worker runs.
+    A caller that subscribes to the job's events before submitting picks `job_id` itself.
     """
-    job_id = jobs_db.new_job_id()
+    job_id = job_id or jobs_db.new_job_id()
     # A lone INSERT needs no transaction around it (one round trip instead of three).
     async with (services.engine.begin() if on_submit else services.autocommit.connect()) as conn:
         row = (await conn.execute(*jobs_db.insert_job(
