@@ -1,16 +1,14 @@
 """Daily token budgets per API key: a Redis counter per key per UTC day.
 
 The API checks `tokens_spent` before accepting a chat request (api/limits.py); whoever
-records a finished chat job's usage adds its tokens with `record_tokens` (async, API) or
-`record_tokens_sync` (workers), under `budget_id(key_id, owner_id)`. The counter outlives
-its day by one day.
+records a finished chat job's usage adds its tokens with `record_tokens`, under
+`budget_id(key_id, owner_id)`. The counter outlives its day by one day.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from pipelines.keys import Keys
@@ -50,14 +48,4 @@ async def record_tokens(redis: Redis, keys: Keys, key_id: str, tokens: int) -> i
     pipe.incrby(name, max(0, tokens))
     pipe.expire(name, _KEEP_S)
     total, _ = await pipe.execute()
-    return int(total)
-
-
-def record_tokens_sync(redis: SyncRedis, keys: Keys, key_id: str, tokens: int) -> int:
-    """`record_tokens` for worker threads, which hold a synchronous client."""
-    name = keys.token_budget(key_id, utc_day())
-    pipe = redis.pipeline(transaction=False)
-    pipe.incrby(name, max(0, tokens))
-    pipe.expire(name, _KEEP_S)
-    total, _ = pipe.execute()
     return int(total)

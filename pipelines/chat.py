@@ -2,83 +2,146 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from pipelines.errors import JobCancelled, UpstreamTimeout, UpstreamUnavailable
-from pipelines.ports import ChatModel, Emit, ToolCallDelta, Usage
+from pipelines.ports import ChatChunk, ChatModel, Emit, ToolCallDelta, Usage
 
 log = logging.getLogger("switchyard.chat")
 
+# How often a job whose client wants the whole answer (no per-token events) looks at its
+# cancel flag while the model streams.
+CANCEL_CHECK_INTERVAL_S = 0.1
 
-def complete(
+
+class _Coalescer:
+    """Text and tool-call fragments waiting to go out as one `delta` event."""
+
+    __slots__ = ("text", "tools", "first_sent", "upstream_ttft_ms")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.tools: list[dict[str, Any]] = []
+        self.first_sent = False
+        self.upstream_ttft_ms: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.text or self.tools)
+
+    def take(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.text:
+            data["text"] = "".join(self.text)
+            self.text.clear()
+        if self.tools:
+            data["tool_calls"] = list(self.tools)
+            self.tools.clear()
+        if not self.first_sent and self.upstream_ttft_ms is not None:
+            # Lets the API tell its own overhead from the upstream's (X-Switchyard-Overhead-Ms).
+            data["upstream_ttft_ms"] = self.upstream_ttft_ms
+        self.first_sent = True
+        return data
+
+
+async def complete(
     model: ChatModel,
     request: dict[str, Any],
     emit: Emit,
     *,
     flush_ms: float = 10.0,
+    stream_events: bool = True,
+    is_cancelled: Callable[[], Awaitable[bool]] | None = None,
     count_tokens: Callable[[dict[str, Any], str], Usage] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
     """Stream `request` through `model` as deltas; stop as soon as a publish says cancelled.
 
-    Text that arrives faster than `flush_ms` is coalesced into one delta, so a fast model
-    costs one Redis round trip per flush instead of one per token; the first token and every
-    tool call or finish are published at once.
+    Text that arrives within `flush_ms` of the last delta is coalesced into one delta, sent
+    when the window closes even if no further chunk arrives (a deadline, not "on the next
+    chunk"), so a fast model costs one Redis round trip per window instead of one per token
+    and the last token of a burst is never held back. The first token and every tool call
+    or finish go out at once. With `stream_events` off (the client wants the whole answer)
+    no delta is published at all; `is_cancelled` is then polled every
+    CANCEL_CHECK_INTERVAL_S instead.
     """
     flush_s = flush_ms / 1000
     started = clock()
     first_token_at: float | None = None
     last_flush = float("-inf")
+    last_cancel_check = started
     text: list[str] = []
-    pending_text: list[str] = []
-    pending_tools: list[dict[str, Any]] = []
+    pending = _Coalescer()
     calls: dict[int, dict[str, Any]] = {}
     usage: Usage | None = None
     finish_reason: str | None = None
 
-    def flush() -> None:
+    async def flush() -> None:
         nonlocal last_flush
-        data: dict[str, Any] = {}
-        if pending_text:
-            data["text"] = "".join(pending_text)
-        if pending_tools:
-            data["tool_calls"] = list(pending_tools)
-        pending_text.clear()
-        pending_tools.clear()
         last_flush = clock()
-        if data and emit("delta", data):
+        if pending and await emit("delta", pending.take()):
             raise JobCancelled("The job was cancelled.")
 
-    stream = model.stream(request)
+    chunks = model.stream(request)
+    upcoming: asyncio.Future[ChatChunk] | None = None
     try:
-        for chunk in stream:
+        while True:
+            if pending:
+                # Something waits for its window to close: wait for the next chunk only
+                # until then, and flush on the deadline.
+                if upcoming is None:
+                    upcoming = asyncio.ensure_future(_next(chunks))
+                wait_s = last_flush + flush_s - clock()
+                if wait_s > 0:
+                    await asyncio.wait((upcoming,), timeout=wait_s)
+                if not upcoming.done():
+                    await flush()
+                    continue
+                chunk = upcoming.result()
+                upcoming = None
+            else:
+                chunk = await _next(chunks)
+            if chunk is _END:
+                break
             if chunk.text or chunk.tool_calls:
                 if first_token_at is None:
                     first_token_at = clock()
+                    pending.upstream_ttft_ms = round((first_token_at - started) * 1000, 3)
                 if chunk.text:
                     text.append(chunk.text)
-                    pending_text.append(chunk.text)
                 for delta in chunk.tool_calls:
                     _merge_tool_call(calls, delta)
-                    pending_tools.append(_tool_delta_dict(delta))
+                if stream_events:
+                    if chunk.text:
+                        pending.text.append(chunk.text)
+                    pending.tools.extend(_tool_delta_dict(delta) for delta in chunk.tool_calls)
             if chunk.usage is not None:
                 usage = chunk.usage
             if chunk.finish_reason:
                 finish_reason = chunk.finish_reason
-            if chunk.tool_calls or clock() - last_flush >= flush_s:
-                flush()
+            if stream_events:
+                if chunk.tool_calls or clock() - last_flush >= flush_s:
+                    await flush()
+            elif is_cancelled is not None and clock() - last_cancel_check >= \
+                    CANCEL_CHECK_INTERVAL_S:
+                last_cancel_check = clock()
+                if await is_cancelled():
+                    raise JobCancelled("The job was cancelled.")
     finally:
-        close = getattr(stream, "close", None)
+        if upcoming is not None:
+            upcoming.cancel()
+        close = getattr(chunks, "aclose", None)
         if close is not None:
-            close()
-    flush()
+            await close()
+    await flush()
     content = "".join(text)
     if usage is None:
         usage = count_tokens(request, content) if count_tokens else Usage()
     finished = clock()
+    duration_ms = round((finished - started) * 1000, 3)
     return {
         "model": request.get("model"),
         "content": content,
@@ -89,12 +152,26 @@ def complete(
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
         },
-        "duration_ms": round((finished - started) * 1000, 3),
+        "duration_ms": duration_ms,
         "ttft_ms": None if first_token_at is None else round((first_token_at - started) * 1000, 3),
+        # Time spent on the model itself, for the API's overhead header: the whole stream,
+        # from asking to the last chunk (publishing happens in between and is ours, but a
+        # coalesced publish costs well under a token's gap).
+        "upstream_ms": duration_ms,
     }
 
 
-def complete_with_fallbacks(
+_END: Any = ChatChunk()
+
+
+async def _next(chunks: AsyncIterator[ChatChunk]) -> ChatChunk:
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return _END  # type: ignore[no-any-return]
+
+
+async def complete_with_fallbacks(
     candidates: Sequence[tuple[str, ChatModel]],
     request: dict[str, Any],
     emit: Emit,
@@ -108,14 +185,14 @@ def complete_with_fallbacks(
     """
     emitted = False
 
-    def tracking_emit(type: str, data: dict[str, Any]) -> bool:
+    async def tracking_emit(type: str, data: dict[str, Any]) -> bool:
         nonlocal emitted
         emitted = True
-        return emit(type, data)
+        return await emit(type, data)
 
     for position, (model_id, model) in enumerate(candidates):
         try:
-            result = complete(model, request, tracking_emit, **options)
+            result = await complete(model, request, tracking_emit, **options)
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
             if emitted or position == len(candidates) - 1:
                 raise

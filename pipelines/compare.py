@@ -1,18 +1,18 @@
 """Model comparison: the same prompt to every model at once, each answer measured and priced.
 
-Each model streams in its own thread through `chat.complete`, with an emit wrapper that
-tags its events with the model, so a follower can tell the streams apart. One model's
+Each model streams concurrently (one task per model on the worker's event loop) through
+`chat.complete`, with an emit wrapper that tags its events with the model, so a follower
+can tell the streams apart. One model's
 failure is reported in its own result and never fails the comparison; a cancellation
 stops every model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pipelines import chat
@@ -50,20 +50,20 @@ def cost_usd(prompt_tokens: int, completion_tokens: int,
                  10)
 
 
-def tagged(emit: Emit, model_id: str, index: int, cancelled: threading.Event) -> Emit:
+def tagged(emit: Emit, model_id: str, index: int, cancelled: asyncio.Event) -> Emit:
     """An emit that labels every event with its model, and remembers a cancellation."""
 
-    def emit_for_model(type: str, data: dict[str, Any]) -> bool:
-        if emit(type, {**data, "model": model_id, "index": index}):
+    async def emit_for_model(type: str, data: dict[str, Any]) -> bool:
+        if await emit(type, {**data, "model": model_id, "index": index}):
             cancelled.set()
         return cancelled.is_set()
 
     return emit_for_model
 
 
-def compare(
+async def compare(
     spec: dict[str, Any],
-    chat_model_for: Callable[[str], ChatModel],
+    chat_model_for: Callable[[str], Awaitable[ChatModel]],
     emit: Emit,
     *,
     prices_for: PriceLookup | None = None,
@@ -72,32 +72,33 @@ def compare(
 ) -> dict[str, Any]:
     """Run `spec["prompt"]` on every model of `spec["models"]` concurrently; results in order."""
     models: Sequence[str] = spec["models"]
-    cancelled = threading.Event()
+    cancelled = asyncio.Event()
     started = clock()
 
-    def run(index: int, model_id: str) -> dict[str, Any]:
+    async def run(index: int, model_id: str) -> dict[str, Any]:
         model_emit = tagged(emit, model_id, index, cancelled)
-        model_emit("step_started", {})
-        outcome = _run_one(spec, model_id, chat_model_for, model_emit, prices_for, flush_ms)
+        await model_emit("step_started", {})
+        outcome = await _run_one(spec, model_id, chat_model_for, model_emit, prices_for,
+                                 flush_ms)
         if not cancelled.is_set():
-            model_emit("step_completed", {"result": outcome})
+            await model_emit("step_completed", {"result": outcome})
         return outcome
 
-    with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="compare") as pool:
-        futures = [pool.submit(run, i, model_id) for i, model_id in enumerate(models)]
-        results = [future.result() for future in futures]
+    results = list(await asyncio.gather(*(run(i, model_id)
+                                          for i, model_id in enumerate(models))))
     if cancelled.is_set():
         raise JobCancelled("The job was cancelled.")
     return {"prompt": spec["prompt"], "results": results,
             "duration_ms": round((clock() - started) * 1000, 3)}
 
 
-def _run_one(spec: dict[str, Any], model_id: str, chat_model_for: Callable[[str], ChatModel],
-             emit: Emit, prices_for: PriceLookup | None, flush_ms: float) -> dict[str, Any]:
+async def _run_one(spec: dict[str, Any], model_id: str,
+                   chat_model_for: Callable[[str], Awaitable[ChatModel]], emit: Emit,
+                   prices_for: PriceLookup | None, flush_ms: float) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        result = chat.complete(chat_model_for(model_id), model_request(spec, model_id), emit,
-                               flush_ms=flush_ms)
+        result = await chat.complete(await chat_model_for(model_id),
+                                     model_request(spec, model_id), emit, flush_ms=flush_ms)
     except JobCancelled:
         return _failed(model_id, started, "CANCELLED", "The comparison was cancelled.")
     except DomainError as exc:

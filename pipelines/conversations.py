@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
-
-from pipelines.db import conversations as conversations_db
 from pipelines.errors import ConversationNotFound, InvalidInput
 from pipelines.tokens import count_message_tokens
 
@@ -95,24 +92,6 @@ def token_usage(model: str, system_prompt: str | None, turns: Sequence[Turn],
     utilization = round(100 * total / context_limit, 2) if context_limit else None
     return {"total": total, "by_role": by_role, "context_limit": context_limit,
             "utilization_percent": utilization, "model": model}
-
-
-def record_reply(engine: Engine, *, conversation_id: str, owner_id: str, job_id: str,
-                 result: dict[str, Any]) -> bool:
-    """Append the assistant turn of a succeeded chat job; False if it was already there.
-
-    Safe to re-run: the reply is unique per job, and it is written only into the job
-    owner's conversation that holds the turn submitted with the job.
-    """
-    content = str(result.get("content") or "")
-    tokens = message_tokens("assistant", content, result.get("model"))
-    with engine.begin() as conn:
-        inserted = conn.execute(conversations_db.insert_reply(
-            conversation_id=conversation_id, owner_id=owner_id, job_id=job_id,
-            content=content, tokens=tokens)).first()
-        if inserted is not None:
-            conn.execute(conversations_db.touch(conversation_id))
-    return inserted is not None
 
 
 def require_found(row: Any, conversation_id: str) -> Any:

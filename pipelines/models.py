@@ -2,25 +2,23 @@
 
 The registry table is small and read on every chat request, so each process keeps a
 snapshot for `ttl_s` seconds (admin edits reach every process within that) and looks a
-missing id up directly, so a model registered a moment ago is found at once. The API uses
-`AsyncModelRegistry`, workers `ModelRegistry`; both share the snapshot logic.
+missing id up directly, so a model registered a moment ago is found at once. The API and
+the workers' event loops use `AsyncModelRegistry`, on the snapshot logic of `_Snapshot`.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipelines.db import models as models_db
-from pipelines.errors import ModelNotFound, ModelUnavailable
+from pipelines.errors import MaxTokensTooLarge, ModelNotFound, ModelUnavailable
 from pipelines.ports import ChatModel
 from pipelines.secretbox import SecretBox
 
@@ -41,6 +39,8 @@ class ModelInfo:
     base_url: str | None = None
     fallbacks: tuple[str, ...] = ()
     timeout_s: float | None = None
+    # The most tokens one answer may have; None: no cap of our own (the upstream's applies).
+    max_output_tokens: int | None = None
     enabled: bool = True
     source: str = "builtin"
     created_at: datetime | None = None
@@ -63,6 +63,7 @@ class ModelInfo:
             "owned_by": self.owned_by,
             "provider": self.provider,
             "context_window": self.context_window,
+            "max_output_tokens": self.max_output_tokens,
             "capabilities": list(self.capabilities),
             "pricing": {
                 "input_per_mtok": self.input_price_per_mtok,
@@ -105,18 +106,58 @@ def info_from_row(row: Any, box: SecretBox) -> ModelInfo:
         input_price_per_mtok=float(row.input_price_per_mtok),
         output_price_per_mtok=float(row.output_price_per_mtok),
         base_url=row.base_url, fallbacks=tuple(row.fallbacks or ()), timeout_s=row.timeout_s,
-        enabled=row.enabled, source=row.source, created_at=row.created_at,
+        max_output_tokens=row.max_output_tokens, enabled=row.enabled, source=row.source, created_at=row.created_at,
         updated_at=row.updated_at, api_key=box.open(row.api_key) if row.api_key else None,
         has_api_key=bool(row.api_key),
     )
 
 
+def dev_models(*, enabled: bool, max_output_tokens: int | None) -> dict[str, ModelInfo]:
+    """The dev models a deployment offers: none unless enabled, each answer capped."""
+    if not enabled:
+        return {}
+    return {model_id: replace(info, max_output_tokens=max_output_tokens)
+            for model_id, info in DEV_MODELS.items()}
+
+
+def _requested_tokens(request: Mapping[str, Any]) -> tuple[str, int | None]:
+    """The output tokens a chat body asks for, and the field that says so
+    (`max_completion_tokens` wins over `max_tokens`, as in OpenAI's API)."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = request.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return name, value
+    return "max_tokens", None
+
+
+def check_output_tokens(info: ModelInfo, request: Mapping[str, Any]) -> None:
+    """Raise MaxTokensTooLarge when `request` asks for more tokens than `info` allows."""
+    name, requested = _requested_tokens(request)
+    cap = info.max_output_tokens
+    if cap is not None and requested is not None and requested > cap:
+        raise MaxTokensTooLarge(
+            f"{name} is too large: {requested:,}. The model '{info.id}' answers with at most "
+            f"{cap:,} tokens.", details={"field": name, "max": cap, "found": requested})
+
+
+def output_token_limit(info: ModelInfo, request: Mapping[str, Any]) -> int | None:
+    """The max_tokens to send upstream: the request's, else the model's cap (None: neither).
+
+    Raises MaxTokensTooLarge like `check_output_tokens` for a request over the cap.
+    """
+    check_output_tokens(info, request)
+    _, requested = _requested_tokens(request)
+    return requested if requested is not None else info.max_output_tokens
+
+
 class _Snapshot:
-    """The registry as last read, plus the dev models, which no row can shadow."""
+    """The registry as last read, plus the enabled dev models, which no row can shadow."""
 
     def __init__(self, box: SecretBox, ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 dev: Mapping[str, ModelInfo] = DEV_MODELS) -> None:
         self.box = box
+        self._dev = dev
         self._ttl_s = ttl_s
         self._clock = clock
         self._models: dict[str, ModelInfo] = {}
@@ -139,11 +180,19 @@ class _Snapshot:
         self._loaded_at = float("-inf")
 
     def _known(self, model_id: str) -> ModelInfo | None:
-        return DEV_MODELS.get(model_id) or self._models.get(model_id)
+        return self._dev.get(model_id) or self._models.get(model_id)
+
+    def _builtin(self, model_id: str) -> ModelInfo | None:
+        """A dev model if `model_id` names one; ModelNotFound if it is switched off."""
+        if model_id not in DEV_MODELS:
+            return None
+        if model_id not in self._dev:
+            raise _not_found(model_id)
+        return self._dev[model_id]
 
     def _all(self) -> list[ModelInfo]:
         registry = [m for m in self._models.values() if m.id not in DEV_MODELS]
-        return [*DEV_MODELS.values(), *sorted(registry, key=lambda m: m.id)]
+        return [*self._dev.values(), *sorted(registry, key=lambda m: m.id)]
 
 
 def _not_found(model_id: str) -> ModelNotFound:
@@ -157,53 +206,12 @@ def usable(info: ModelInfo) -> ModelInfo:
     return info
 
 
-class ModelRegistry(_Snapshot):
-    """The registry for sync callers (worker threads): thread-safe, cached for `ttl_s`."""
-
-    def __init__(self, engine: Engine, box: SecretBox, ttl_s: float = 3.0) -> None:
-        super().__init__(box, ttl_s)
-        self._engine = engine
-        self._lock = threading.Lock()
-
-    def _refresh(self) -> None:
-        if self._stale():
-            with self._lock:
-                if self._stale():
-                    with self._engine.connect() as conn:
-                        self._store(conn.execute(models_db.all_models()))
-
-    def get(self, model_id: str) -> ModelInfo:
-        """The model `model_id` (enabled or not); ModelNotFound if there is none."""
-        if model_id in DEV_MODELS:
-            return DEV_MODELS[model_id]
-        self._refresh()
-        if (info := self._known(model_id)) is not None:
-            return info
-        with self._engine.connect() as conn:
-            row = conn.execute(models_db.get_model(model_id)).first()
-        if row is None:
-            raise _not_found(model_id)
-        return self._remember(row)
-
-    def chain(self, model_id: str) -> list[ModelInfo]:
-        """The model and then its enabled fallbacks, in order (fallbacks' own are not followed)."""
-        primary = usable(self.get(model_id))
-        chain = [primary]
-        for fallback_id in primary.fallbacks:
-            try:
-                info = self.get(fallback_id)
-            except ModelNotFound:
-                continue
-            if info.enabled and all(info.id != seen.id for seen in chain):
-                chain.append(info)
-        return chain
-
-
 class AsyncModelRegistry(_Snapshot):
     """The registry for the API's event loop, cached for `ttl_s`."""
 
-    def __init__(self, engine: AsyncEngine, box: SecretBox, ttl_s: float = 3.0) -> None:
-        super().__init__(box, ttl_s)
+    def __init__(self, engine: AsyncEngine, box: SecretBox, ttl_s: float = 3.0, *,
+                 dev: Mapping[str, ModelInfo] = DEV_MODELS) -> None:
+        super().__init__(box, ttl_s, dev=dev)
         self._engine = engine
 
     async def _refresh(self) -> None:
@@ -213,8 +221,8 @@ class AsyncModelRegistry(_Snapshot):
 
     async def get(self, model_id: str) -> ModelInfo:
         """The model `model_id` (enabled or not); ModelNotFound if there is none."""
-        if model_id in DEV_MODELS:
-            return DEV_MODELS[model_id]
+        if (builtin := self._builtin(model_id)) is not None:
+            return builtin
         await self._refresh()
         if (info := self._known(model_id)) is not None:
             return info
@@ -227,6 +235,27 @@ class AsyncModelRegistry(_Snapshot):
     async def resolve(self, model_id: str) -> ModelInfo:
         """The model a request may use now: it exists and is enabled."""
         return usable(await self.get(model_id))
+
+    async def check_job_output_tokens(self, job_input: Mapping[str, Any]) -> None:
+        """`check_output_tokens` for each model a chat (`model`) or compare (`models`) job
+        input names; ModelNotFound for one that does not exist."""
+        models = job_input.get("models")
+        for model_id in models if isinstance(models, list) else [job_input.get("model")]:
+            if isinstance(model_id, str):
+                check_output_tokens(await self.get(model_id), job_input)
+
+    async def chain(self, model_id: str) -> list[ModelInfo]:
+        """The model and then its enabled fallbacks, in order (fallbacks' own are not followed)."""
+        primary = await self.resolve(model_id)
+        chain = [primary]
+        for fallback_id in primary.fallbacks:
+            try:
+                info = await self.get(fallback_id)
+            except ModelNotFound:
+                continue
+            if info.enabled and all(info.id != seen.id for seen in chain):
+                chain.append(info)
+        return chain
 
     async def list(self) -> list[ModelInfo]:
         await self._refresh()

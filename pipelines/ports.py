@@ -6,7 +6,7 @@ unit tests can hand in fakes and workers can hand in real clients.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,10 +47,11 @@ class ChatModel(Protocol):
     `request` is an OpenAI Chat Completions body (a dict): the one internal format every
     front format is translated into. Implementations yield chunks as they arrive and end
     with a chunk that carries `finish_reason` (and `usage` where the upstream gives it).
-    Closing the iterator must close the upstream stream.
+    Async, so one worker process holds hundreds of streams on one event loop; closing the
+    iterator (`aclose`) must close the upstream stream.
     """
 
-    def stream(self, request: dict[str, Any]) -> Iterator[ChatChunk]: ...
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]: ...
 
 
 class Embedder(Protocol):
@@ -65,4 +66,4 @@ class Embedder(Protocol):
 class Emit(Protocol):
     """Publishes one event of a job; returns True when the job has been cancelled."""
 
-    def __call__(self, type_: str, data: dict[str, Any], /) -> bool: ...
+    async def __call__(self, type_: str, data: dict[str, Any], /) -> bool: ...

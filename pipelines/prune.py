@@ -7,12 +7,12 @@ re-summarised) like any other turn, which keeps a long conversation at one summa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipelines import chat
 from pipelines.conversations import Turn, message_tokens, require_found
@@ -62,16 +62,16 @@ def summary_request(model_id: str, turns: Sequence[Turn], max_tokens: int) -> di
     }
 
 
-def summarise(model: ChatModel, model_id: str, turns: Sequence[Turn], emit: Emit, *,
-              max_tokens: int) -> str:
+async def summarise(model: ChatModel, model_id: str, turns: Sequence[Turn], emit: Emit, *,
+                    max_tokens: int) -> str:
     """The model's summary of `turns`; its text streams out as `delta` events."""
-    result = chat.complete(model, summary_request(model_id, turns, max_tokens), emit)
+    result = await chat.complete(model, summary_request(model_id, turns, max_tokens), emit)
     return str(result["content"]).strip()
 
 
-def prune(
-    engine: Engine,
-    chat_model_for: Callable[[str], ChatModel],
+async def prune(
+    engine: AsyncEngine,
+    chat_model_for: Callable[[str], Awaitable[ChatModel]],
     *,
     conversation_id: str,
     owner_id: str,
@@ -86,10 +86,10 @@ def prune(
     Safe to re-run: a pruning already recorded for `job_id` is returned, not repeated; and
     if the turns changed under us (another prune) nothing is written.
     """
-    with engine.connect() as conn:
-        conversation = require_found(conn.execute(
-            conversations_db.get(conversation_id, owner_id)).first(), conversation_id)
-        turns = conn.execute(conversations_db.list_messages(conversation_id)).all()
+    async with engine.connect() as conn:
+        conversation = require_found((await conn.execute(
+            conversations_db.get(conversation_id, owner_id))).first(), conversation_id)
+        turns = (await conn.execute(conversations_db.list_messages(conversation_id))).all()
     model_id = model_id or conversation.model
     previous = conversation.last_pruning or {}
     if previous.get("job_id") == job_id:
@@ -102,8 +102,8 @@ def prune(
         return _result(conversation_id, {
             "messages_pruned": 0, "messages_kept": len(turns), "tokens_before": tokens_before,
             "tokens_after": tokens_before, "summary": None, "model": model_id})
-    summary = summarise(chat_model_for(model_id), model_id, selection.pruned, emit,
-                        max_tokens=max_summary_tokens)
+    summary = await summarise(await chat_model_for(model_id), model_id, selection.pruned, emit,
+                              max_tokens=max_summary_tokens)
     content = SUMMARY_PREFIX + summary
     summary_tokens = message_tokens("system", content, conversation.model)
     record = {
@@ -114,18 +114,18 @@ def prune(
         "summary": summary,
     }
     pruned_ids = [turn.id for turn in selection.pruned]
-    with engine.begin() as conn:
+    async with engine.begin() as conn:
         # The row lock serialises prunes of one conversation.
-        require_found(conn.execute(conversations_db.get(
-            conversation_id, owner_id, for_update=True)).first(), conversation_id)
-        deleted = conn.execute(conversations_db.delete_messages(conversation_id,
-                                                                pruned_ids)).all()
+        require_found((await conn.execute(conversations_db.get(
+            conversation_id, owner_id, for_update=True))).first(), conversation_id)
+        deleted = (await conn.execute(conversations_db.delete_messages(conversation_id,
+                                                                       pruned_ids))).all()
         if len(deleted) != len(pruned_ids):
             raise Conflict("The conversation was pruned by another request meanwhile.")
-        conn.execute(conversations_db.insert_summary(
+        await conn.execute(conversations_db.insert_summary(
             message_id=pruned_ids[0], conversation_id=conversation_id, content=content,
             tokens=summary_tokens, job_id=job_id))
-        conn.execute(conversations_db.set_last_pruning(conversation_id, record))
+        await conn.execute(conversations_db.set_last_pruning(conversation_id, record))
     return _result(conversation_id, record)
 
 

@@ -3,18 +3,24 @@
 An attempt claims the job with a conditional UPDATE; a job that is already finished or
 cancelled is skipped, so a redelivered message never completes a job twice. The terminal
 event is published after the commit, so a client that sees it and reads the job agrees.
+
+Everything here runs on the worker process's event loop (workers/loop.py): claiming,
+publishing and recording are awaited, never blocking a thread. Work that is synchronous
+by nature (ingestion: CPU-bound parsing and embedding) runs in a thread and reports back
+through `SyncJob`, whose calls hop onto the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dramatiq.middleware import CurrentMessage
-from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import DomainError, JobCancelled, UpstreamUnavailable
@@ -24,10 +30,14 @@ from workers.webhooks import deliver_webhook
 log = logging.getLogger("switchyard.jobs")
 
 _PROGRESS_INTERVAL_S = 0.5
+TERMINAL_TYPES = (b"succeeded", b"failed", b"cancelled")
+
+# Finishes a succeeded job: returns the row (id, webhook_url) if this attempt finished it.
+Finish = Callable[[AsyncConnection, Any], Awaitable[Any]]
 
 
 @dataclass(slots=True)
-class JobContext:
+class Job:
     """What a pipeline sees of its job: the input, and ways to report back."""
 
     job_id: str
@@ -37,73 +47,99 @@ class JobContext:
     input: dict[str, Any]
     resources: Resources
     key_id: str | None = None
-    # Writes that must commit together with the job's success (usage records), run in the
-    # same transaction as the status change.
-    on_success: list[Callable[[Connection], None]] = field(default_factory=list)
+    # Replaces the plain "mark succeeded" UPDATE, for kinds whose success writes more rows
+    # (a chat job's usage record and conversation reply) in the same statement.
+    finish: Finish | None = None
     _last_progress_at: float = field(default=0.0)
 
-    def emit(self, type_: str, data: dict[str, Any]) -> bool:
+    async def emit(self, type_: str, data: dict[str, Any]) -> bool:
         """Publish one event; True means the job was cancelled and the work should stop."""
-        _, cancelled = self.resources.events.publish(self.job_id, type_, data,
-                                                     attempt=self.attempt)
+        _, cancelled = await self.resources.aevents.publish(self.job_id, type_, data,
+                                                            attempt=self.attempt)
         return cancelled
 
-    def progress(self, fraction: float, **data: Any) -> None:
+    async def is_cancelled(self) -> bool:
+        """Whether this attempt was cancelled, for work that publishes nothing for a while."""
+        return await self.resources.aevents.is_cancelled(self.job_id, self.attempt)
+
+    async def progress(self, fraction: float, **data: Any) -> None:
         """Record progress (throttled), publish a `progress` event; raise if cancelled."""
         now = time.monotonic()
         if now - self._last_progress_at >= _PROGRESS_INTERVAL_S or fraction >= 1.0:
             self._last_progress_at = now
-            with self.resources.autocommit.connect() as conn:
-                conn.execute(*jobs_db.set_progress(self.job_id, self.attempt, fraction))
-        if self.emit("progress", {"progress": round(fraction, 4), **data}):
+            async with self.resources.aautocommit.connect() as conn:
+                await conn.execute(*jobs_db.set_progress(self.job_id, self.attempt, fraction))
+        if await self.emit("progress", {"progress": round(fraction, 4), **data}):
             raise JobCancelled("The job was cancelled.")
 
 
-def execute(job_id: str, work: Callable[[JobContext], Any]) -> None:
+class SyncJob:
+    """A `Job` for synchronous work running in a thread: each call waits on the loop."""
+
+    def __init__(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
+        self._job = job
+        self._loop = loop
+        self.job_id, self.attempt, self.kind = job.job_id, job.attempt, job.kind
+        self.owner_id, self.input, self.resources = job.owner_id, job.input, job.resources
+
+    def emit(self, type_: str, data: dict[str, Any]) -> bool:
+        return asyncio.run_coroutine_threadsafe(self._job.emit(type_, data),
+                                                self._loop).result()
+
+    def progress(self, fraction: float, **data: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self._job.progress(fraction, **data),
+                                         self._loop).result()
+
+
+Work = Callable[[Job], Awaitable[Any]]
+
+
+async def run(job_id: str, work: Work) -> None:
     """Run one attempt of a job. Raises only for transient failures the broker should retry."""
     res = current()
-    with res.autocommit.connect() as conn:
-        claimed = conn.execute(*jobs_db.mark_running(job_id)).first()
+    async with res.aautocommit.connect() as conn:
+        claimed = (await conn.execute(*jobs_db.mark_running(job_id))).first()
     if claimed is None:
-        _ensure_terminal_event(res, job_id)
+        await _ensure_terminal_event(res, job_id)
         return
-    ctx = JobContext(job_id=job_id, attempt=claimed.attempts, kind=claimed.kind,
-                     owner_id=claimed.owner_id, input=claimed.input, resources=res,
-                     key_id=claimed.key_id)
-    if ctx.attempt > 1:
+    job = Job(job_id=job_id, attempt=claimed.attempts, kind=claimed.kind,
+              owner_id=claimed.owner_id, input=claimed.input, resources=res,
+              key_id=claimed.key_id)
+    if job.attempt > 1:
         # Tells followers to drop partial output: the next attempt starts from scratch.
-        ctx.emit("retry", {"attempt": ctx.attempt})
-    if ctx.emit("started", {"attempt": ctx.attempt}):
+        await job.emit("retry", {"attempt": job.attempt})
+    if await job.emit("started", {"attempt": job.attempt}):
         return
     started = time.perf_counter()
     try:
-        result = work(ctx)
+        result = await work(job)
     except JobCancelled:
         log.info("job cancelled", extra={"job_id": job_id})
         return
     except DomainError as exc:
-        _fail(res, ctx, exc.code, exc.message, status=getattr(exc, "status", None),
-              retry_after_s=getattr(exc, "retry_after_s", None))
+        await _fail(res, job, exc.code, exc.message, status=getattr(exc, "status", None),
+                    retry_after_s=getattr(exc, "retry_after_s", None))
         return
     except Exception as exc:
-        if _deliveries(ctx.attempt) >= res.settings.job_max_attempts:
-            log.exception("job failed after %d attempts", ctx.attempt, extra={"job_id": job_id})
-            _fail(res, ctx, *_public_error(exc))
+        if _deliveries(job.attempt) >= res.settings.job_max_attempts:
+            log.exception("job failed after %d attempts", job.attempt, extra={"job_id": job_id})
+            await _fail(res, job, *_public_error(exc))
             return
-        log.warning("job attempt %d failed, will retry: %r", ctx.attempt, exc,
+        log.warning("job attempt %d failed, will retry: %r", job.attempt, exc,
                     extra={"job_id": job_id})
         raise
-    with (res.engine.begin() if ctx.on_success else res.autocommit.connect()) as conn:
-        done = conn.execute(*jobs_db.mark_succeeded(job_id, ctx.attempt, result)).first()
-        if done is not None:
-            for write in ctx.on_success:
-                write(conn)
+    async with res.aautocommit.connect() as conn:
+        if job.finish is not None:
+            done = await job.finish(conn, result)
+        else:
+            done = (await conn.execute(*jobs_db.mark_succeeded(job_id, job.attempt,
+                                                               result))).first()
     if done is not None:
-        res.events.publish(job_id, "succeeded", {"result": result}, terminal=True,
-                           attempt=ctx.attempt)
-        _webhook(done)
-        log.info("job succeeded in %.1f ms", (time.perf_counter() - started) * 1000,
-                 extra={"job_id": job_id})
+        await res.aevents.publish(job_id, "succeeded", {"result": result}, terminal=True,
+                                  attempt=job.attempt)
+        await _webhook(done)
+        log.debug("job succeeded in %.1f ms", (time.perf_counter() - started) * 1000,
+                  extra={"job_id": job_id})
 
 
 def _deliveries(attempt: int) -> int:
@@ -125,36 +161,38 @@ def _public_error(exc: Exception) -> tuple[str, str]:
     return "PROCESSING_ERROR", "The job failed with an internal error."
 
 
-def _fail(res: Resources, ctx: JobContext, code: str, message: str,
-          status: int | None = None, retry_after_s: float | None = None) -> None:
+async def _fail(res: Resources, job: Job, code: str, message: str,
+                status: int | None = None, retry_after_s: float | None = None) -> None:
     error: dict[str, Any] = {"code": code, "message": message}
     if status is not None:
         error["status"] = status
     if retry_after_s is not None:
         # Lets the API answer a rate-limited upstream with its own Retry-After.
         error["retry_after_s"] = retry_after_s
-    with res.autocommit.connect() as conn:
-        done = conn.execute(*jobs_db.mark_failed(ctx.job_id, ctx.attempt, error)).first()
+    async with res.aautocommit.connect() as conn:
+        done = (await conn.execute(*jobs_db.mark_failed(job.job_id, job.attempt,
+                                                        error))).first()
     if done is not None:
-        res.events.publish(ctx.job_id, "failed", {"error": error}, terminal=True,
-                           attempt=ctx.attempt)
-        _webhook(done)
+        await res.aevents.publish(job.job_id, "failed", {"error": error}, terminal=True,
+                                  attempt=job.attempt)
+        await _webhook(done)
 
 
-def _webhook(done: Any) -> None:
+async def _webhook(done: Any) -> None:
     if done.webhook_url:
-        deliver_webhook.send(str(done.id))
+        # Dramatiq's enqueue is synchronous (a Redis round trip): off the loop.
+        await asyncio.to_thread(deliver_webhook.send, str(done.id))
 
 
-def _ensure_terminal_event(res: Resources, job_id: str) -> None:
+async def _ensure_terminal_event(res: Resources, job_id: str) -> None:
     """A worker may die between commit and publish; the redelivery publishes what was lost."""
-    with res.autocommit.connect() as conn:
-        row = conn.execute(*jobs_db.get_any(job_id)).first()
+    async with res.aautocommit.connect() as conn:
+        row = (await conn.execute(*jobs_db.get_any(job_id))).first()
     if row is None or row.status not in ("succeeded", "failed"):
         return
-    last = res.redis.xrevrange(res.keys.events(job_id), count=1)
+    last = await res.aredis.xrevrange(res.keys.events(job_id), count=1)
     fields = last[0][1] if last else None
-    if fields and fields.get(b"t") in (b"succeeded", b"failed", b"cancelled"):
+    if fields and fields.get(b"t") in TERMINAL_TYPES:
         return
     data = {"result": row.result} if row.status == "succeeded" else {"error": row.error}
-    res.events.publish(job_id, row.status, data, force=True, terminal=True)
+    await res.aevents.publish(job_id, row.status, data, force=True, terminal=True)

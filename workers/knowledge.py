@@ -5,55 +5,41 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import dramatiq
-from pydantic import ValidationError
-
 from pipelines.db import knowledge as knowledge_db
-from pipelines.errors import DomainError, InvalidInput
 from pipelines.ingest.run import IngestOptions, ingest_document
-from schemas.jobs import JOB_ROUTES
 from schemas.knowledge import IngestJob
-from workers.jobs import JobContext, execute
+from workers.actors import job_actor
+from workers.jobs import SyncJob
 
-_ROUTE = JOB_ROUTES["ingest"]
 _DOCUMENT_PROGRESS_INTERVAL_S = 0.5
 
 
-@dramatiq.actor(actor_name=_ROUTE.actor_name, queue_name=_ROUTE.queue_name,
-                max_retries=3, throws=(DomainError,), time_limit=3_600_000)
-def ingest_document_job(job_id: str) -> None:
+@job_actor("ingest", max_retries=3)
+def ingest_document_job(job: SyncJob, spec: IngestJob) -> dict[str, Any]:
     """Publishes started, progress (partitioned, chunked, embedding n/m), then succeeded
     with chunk count, pages, word count and timings — or failed with the file's problem
     (CORRUPT_DOCUMENT, EMPTY_DOCUMENT, UNSUPPORTED_FILE_TYPE), the document marked alike.
 
     Safe to re-run: chunks are replaced in one transaction at the end, and only while the
-    document still belongs to this job.
+    document still belongs to this job. CPU-bound: runs in a thread of a CPU worker process.
     """
+    res = job.resources
+    last_saved = 0.0
 
-    def work(ctx: JobContext) -> dict[str, Any]:
-        res = ctx.resources
-        try:
-            spec = IngestJob.model_validate(ctx.input)
-        except ValidationError as exc:
-            raise InvalidInput(f"Invalid ingest input: {exc.errors()[0]['msg']}") from None
-        last_saved = 0.0
+    def report(fraction: float, **data: Any) -> None:
+        nonlocal last_saved
+        now = time.monotonic()
+        if now - last_saved >= _DOCUMENT_PROGRESS_INTERVAL_S:
+            last_saved = now
+            with res.engine.begin() as conn:
+                conn.execute(knowledge_db.set_document_status(
+                    spec.document_id, job.job_id, progress=round(fraction, 4)))
+        job.progress(fraction, document_id=spec.document_id, **data)
 
-        def report(fraction: float, **data: Any) -> None:
-            nonlocal last_saved
-            now = time.monotonic()
-            if now - last_saved >= _DOCUMENT_PROGRESS_INTERVAL_S:
-                last_saved = now
-                with res.engine.begin() as conn:
-                    conn.execute(knowledge_db.set_document_status(
-                        spec.document_id, ctx.job_id, progress=round(fraction, 4)))
-            ctx.progress(fraction, document_id=spec.document_id, **data)
-
-        settings = res.settings
-        options = IngestOptions(max_characters=settings.chunk_max_characters,
-                                overlap=settings.chunk_overlap,
-                                batch_size=settings.embedding_batch_size)
-        return ingest_document(res.engine, res.file_store, res.embedders,
-                               document_id=spec.document_id, job_id=ctx.job_id,
-                               options=options, report=report)
-
-    execute(job_id, work)
+    settings = res.settings
+    options = IngestOptions(max_characters=settings.chunk_max_characters,
+                            overlap=settings.chunk_overlap,
+                            batch_size=settings.embedding_batch_size)
+    return ingest_document(res.engine, res.file_store, res.embedders,
+                           document_id=spec.document_id, job_id=job.job_id,
+                           options=options, report=report)

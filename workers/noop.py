@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import dramatiq
+from typing import Any
 
-from pipelines.errors import DomainError
-from schemas.jobs import JOB_ROUTES
-from workers.jobs import JobContext, execute
-
-_ROUTE = JOB_ROUTES["noop"]
+from workers.actors import job_actor
+from workers.jobs import Job
 
 
-@dramatiq.actor(actor_name=_ROUTE.actor_name, queue_name=_ROUTE.queue_name,
-                max_retries=10, throws=(DomainError,))
-def run_noop(job_id: str) -> None:
+@job_actor("noop")
+async def run_noop(job: Job, spec: dict[str, Any]) -> dict[str, Any]:
     """Publishes started then succeeded with the input echoed back. Safe to re-run."""
-
-    def work(ctx: JobContext) -> dict:
-        return {"echo": ctx.input}
-
-    execute(job_id, work)
+    return {"echo": spec}

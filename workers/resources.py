@@ -2,6 +2,12 @@
 
 Module-level state only because Dramatiq actors are plain functions: everything an actor
 needs is reached through `current()`, which fails loudly if used before boot.
+
+Async actors use the async clients (asyncpg pool, async Redis, async provider clients),
+which are created here but only ever used on the process's one event loop
+(workers/loop.py). The sync engine and Redis client serve the threads that are not on the
+loop: the sweeper, the presence heartbeat, webhook delivery, and ingestion's CPU-bound
+pipeline, which runs in a thread so the loop stays free.
 """
 
 from __future__ import annotations
@@ -10,15 +16,18 @@ from dataclasses import dataclass
 
 import dramatiq
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipelines.embedders.registry import Embedders, default_spec
-from pipelines.events import EventLog
+from pipelines.events import AsyncEventLog
 from pipelines.keys import Keys
-from pipelines.models import ModelRegistry
+from pipelines.models import AsyncModelRegistry
 from pipelines.providers.pool import ChatModels
 from pipelines.storage import FileStore, build_file_store
 from schemas.settings import Settings
+from workers.loop import EventLoop
 
 
 @dataclass(slots=True)
@@ -29,9 +38,13 @@ class Resources:
     # trip per statement instead of three.
     autocommit: Engine
     redis: Redis
-    events: EventLog
     keys: Keys
-    models: ModelRegistry
+    # The loop's clients (see the module docstring).
+    aengine: AsyncEngine
+    aautocommit: AsyncEngine
+    aredis: AsyncRedis
+    aevents: AsyncEventLog
+    models: AsyncModelRegistry
     chat_models: ChatModels
     # Knowledge ingestion: embedders are built (and a local model loaded) on first use.
     embedders: Embedders
@@ -50,11 +63,12 @@ def current() -> Resources:
 class WorkerResources(dramatiq.Middleware):
     """Builds the engine and Redis client after fork, so no connection crosses a fork."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, loop: EventLoop) -> None:
         self.settings = settings
+        self.loop = loop
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from pipelines.db.engine import sync_engine
+        from pipelines.db.engine import async_engine, sync_engine
         from pipelines.secretbox import secret_box
 
         global _current
@@ -62,20 +76,32 @@ class WorkerResources(dramatiq.Middleware):
         keys = Keys(settings.switchyard_namespace)
         redis = Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=30)
         engine = sync_engine(settings.database_url, pool_size=settings.db_pool_size)
+        aengine = async_engine(settings.database_url, pool_size=settings.db_pool_size)
+        aredis = AsyncRedis.from_url(settings.redis_url, socket_timeout=30,
+                                     health_check_interval=30,
+                                     max_connections=settings.redis_max_connections)
         secret = settings.switchyard_secret_key
+        chat_models = ChatModels(default_timeout_s=settings.upstream_timeout_s,
+                                 max_retries=settings.upstream_max_retries,
+                                 backoff_base_s=settings.upstream_backoff_base_s)
+        self.loop.on_shutdown(chat_models.aclose)
+        self.loop.on_shutdown(aredis.aclose)
+        self.loop.on_shutdown(aengine.dispose)
         _current = Resources(
             settings=settings,
             engine=engine,
             autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
             redis=redis,
-            events=EventLog(redis, keys, maxlen=settings.event_stream_maxlen,
-                            ttl_s=settings.event_stream_ttl_s),
             keys=keys,
-            models=ModelRegistry(engine, secret_box(secret.get_secret_value() if secret else None),
-                                 ttl_s=settings.model_cache_ttl_s),
-            chat_models=ChatModels(default_timeout_s=settings.upstream_timeout_s,
-                                   max_retries=settings.upstream_max_retries,
-                                   backoff_base_s=settings.upstream_backoff_base_s),
+            aengine=aengine,
+            aautocommit=aengine.execution_options(isolation_level="AUTOCOMMIT"),
+            aredis=aredis,
+            aevents=AsyncEventLog(aredis, keys, maxlen=settings.event_stream_maxlen,
+                                  ttl_s=settings.event_stream_ttl_s),
+            models=AsyncModelRegistry(aengine,
+                                      secret_box(secret.get_secret_value() if secret else None),
+                                      ttl_s=settings.model_cache_ttl_s),
+            chat_models=chat_models,
             embedders=build_embedders(settings),
             file_store=build_file_store(settings.file_store_dir),
         )

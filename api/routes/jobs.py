@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from api.bodies import parse
+from api.bodies import parse, path_id
 from api.context import Services, principal, services
 from api.errors import ApiError, validation_details
 from api.job_control import cancel_job as cancel_job_flow
@@ -20,19 +19,26 @@ from api.job_control import submit_job
 from api.sse import job_event_stream, job_event_websocket
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict, JobNotFound
-from schemas.jobs import JobCreate, JobLinks, JobList, JobRead, JobStatus
+from schemas.job_kinds import JOB_PAYLOADS
+from schemas.jobs import JobCreate, JobLinks, JobList, JobRead, JobStatus, JobSummary
+from schemas.openai import ChatCompletionRequest
 
 _MAX_IDEMPOTENCY_KEY = 255
 
 
-def job_read(row: Row[Any]) -> JobRead:
-    return JobRead(
+def job_summary(row: Row[Any]) -> JobSummary:
+    """A job as listings show it, from a row of `jobs_db.LISTING_COLUMNS` (or a full one)."""
+    return JobSummary(
         id=str(row.id), kind=row.kind, status=JobStatus(row.status), progress=row.progress,
-        attempts=row.attempts, input=row.input, result=row.result, error=row.error,
+        attempts=row.attempts, error=row.error,
         parent_id=str(row.parent_id) if row.parent_id else None, created_at=row.created_at,
         started_at=row.started_at, finished_at=row.finished_at,
         links=JobLinks(self=f"/v1/jobs/{row.id}", events=f"/v1/jobs/{row.id}/events"),
     )
+
+
+def job_read(row: Row[Any]) -> JobRead:
+    return JobRead(**dict(job_summary(row)), input=row.input, result=row.result)
 
 
 def _json(model: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -41,12 +47,7 @@ def _json(model: Any, status: int = 200, headers: dict[str, str] | None = None) 
 
 
 def _job_id(request: Request | WebSocket) -> str:
-    job_id: str = request.path_params["job_id"]
-    try:
-        uuid.UUID(job_id)
-    except ValueError:
-        raise JobNotFound(f"No job with id '{job_id}'.") from None
-    return job_id
+    return path_id(request, "job_id", JobNotFound, "job")
 
 
 async def load_job(request: Request | WebSocket, job_id: str) -> Row[Any]:
@@ -78,20 +79,22 @@ async def create_job(request: Request) -> Response:
 
 
 async def _validate_input(svc: Services, body: JobCreate) -> None:
-    """Reject a job the worker could only fail, before it is queued."""
-    if body.kind == "chat":
-        from schemas.openai import ChatCompletionRequest
-
-        try:
-            request = ChatCompletionRequest.model_validate(body.input)
-        except ValidationError as exc:
-            details = validation_details(exc)
-            for detail in details:
-                detail["field"] = f"input.{detail['field']}"
-            raise ApiError(422, "VALIDATION_FAILED",
-                           f"Invalid chat input: {details[0]['field']}: {details[0]['message']}",
-                           details=details) from None
-        await svc.models.resolve(request.model)
+    """Reject a job the worker could only fail, before it is queued: every kind's input is
+    checked with the payload model its actor validates with (schemas/job_kinds.py)."""
+    payload = JOB_PAYLOADS[body.kind]
+    if payload is None:
+        return
+    try:
+        spec = payload.model_validate(body.input)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        for detail in details:
+            detail["field"] = f"input.{detail['field']}"
+        raise ApiError(422, "VALIDATION_FAILED",
+                       f"Invalid {body.kind} input: {details[0]['field']}: "
+                       f"{details[0]['message']}", details=details) from None
+    if isinstance(spec, ChatCompletionRequest):
+        await svc.models.resolve(spec.model)
 
 
 async def get_job(request: Request) -> Response:
@@ -125,7 +128,7 @@ async def list_jobs(request: Request) -> Response:
         ))).all()
     page, more = rows[:limit], len(rows) > limit
     next_cursor = jobs_db.encode_cursor(page[-1].created_at, str(page[-1].id)) if more else None
-    return _json(JobList(data=[job_read(r) for r in page], next_cursor=next_cursor))
+    return _json(JobList(data=[job_summary(r) for r in page], next_cursor=next_cursor))
 
 
 async def cancel_job(request: Request) -> Response:
@@ -158,7 +161,7 @@ async def retry_job(request: Request) -> Response:
 async def job_events(request: Request) -> Response:
     job_id = _job_id(request)
     row = await load_job(request, job_id)
-    return job_event_stream(request, row)
+    return await job_event_stream(request, row)
 
 
 async def job_websocket(websocket: WebSocket) -> None:

@@ -15,7 +15,7 @@ from pipelines.db.tables import models, usage_records
 MODEL_FIELDS = (
     "provider", "upstream_model", "base_url", "api_key", "context_window", "capabilities",
     "input_price_per_mtok", "output_price_per_mtok", "fallbacks", "timeout_s", "enabled",
-    "description",
+    "description", "max_output_tokens",
 )
 
 
@@ -59,15 +59,6 @@ def seed_model(model_id: str, values: dict[str, Any]) -> Insert:
         set_={**{name: stmt.excluded[name] for name in values}, "updated_at": func.now()},
         where=models.c.source == "seed",
     )
-
-
-# Built once: it runs for every chat job (see pipelines/db/jobs.py on why).
-_RECORD_USAGE = insert(usage_records).on_conflict_do_nothing(index_elements=["job_id"])
-
-
-def record_usage(**values: Any) -> tuple[Insert, dict[str, Any]]:
-    """One usage row per job: a re-run job records nothing new."""
-    return _RECORD_USAGE, values
 
 
 def _usage_filter(stmt: Select, owner_id: str | None, key_id: str | None,

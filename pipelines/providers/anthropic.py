@@ -7,7 +7,7 @@ here. Errors and retries follow the same policy as the OpenAI provider (see
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -47,16 +47,16 @@ class AnthropicChatModel:
         self._default_max_tokens = default_max_tokens
         # An explicit placeholder keeps the SDK from reading ANTHROPIC_API_KEY or config
         # profiles itself: keys come from the model registry only.
-        self._client = anthropic.Anthropic(
+        self._client = anthropic.AsyncAnthropic(
             api_key=api_key or "not-needed", base_url=base_url, timeout=timeout_s, max_retries=0
         )
         self._classify = partial(classify, sdk=anthropic, provider="anthropic", api_key=api_key)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Release the pooled connections."""
-        self._client.close()
+        await self._client.close()
 
-    def stream(self, request: dict[str, Any]) -> Iterator[ChatChunk]:
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         """Stream a completion; see the module docstring for the failure policy."""
         body = openai_request_to_anthropic(request, default_max_tokens=self._default_max_tokens)
         body["model"] = self.model
@@ -69,24 +69,26 @@ class AnthropicChatModel:
             provider="anthropic",
         )
 
-    def _attempt(self, body: dict[str, Any]) -> Generator[ChatChunk, None, None]:
+    async def _attempt(self, body: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         named = {key: body[key] for key in _NAMED_FIELDS}
         extra = {key: value for key, value in body.items() if key not in _NAMED_FIELDS}
-        stream = self._client.messages.create(**named, stream=True, extra_body=extra or None)
+        stream = await self._client.messages.create(**named, stream=True,
+                                                    extra_body=extra or None)
         try:
-            yield from _map_events(stream)
+            async for chunk in _map_events(stream):
+                yield chunk
         finally:
-            stream.close()
+            await stream.close()
 
 
-def _map_events(events: Iterator[Any]) -> Iterator[ChatChunk]:
+async def _map_events(events: AsyncIterator[Any]) -> AsyncIterator[ChatChunk]:
     """ChatChunks for Anthropic stream events, ending with reason and usage."""
     # Anthropic numbers content blocks (text and tool_use together); OpenAI numbers
     # tool calls alone, so map block index → tool-call index.
     tool_index: dict[int, int] = {}
     prompt_tokens = completion_tokens = 0
     stop_reason: str | None = None
-    for event in events:
+    async for event in events:
         kind = event.type
         if kind == "message_start":
             usage = event.message.usage

@@ -10,9 +10,9 @@ the behaviour to exercise).
 
 from __future__ import annotations
 
+import asyncio
 import re
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pipelines.errors import ModelNotFound, UpstreamError, UpstreamUnavailable
@@ -47,7 +47,7 @@ class DevChatModel:
         self.model = f"dev/{name}"
         self._name = name
 
-    def stream(self, request: dict[str, Any]) -> Iterator[ChatChunk]:
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         """Stream the model's words, paced and broken as `dev_options` asks."""
         options = request.get("dev_options") or {}
         delay_s = float(options.get("token_delay_ms") or 0) / 1000
@@ -68,21 +68,21 @@ class DevChatModel:
         prompt_tokens = count_message_tokens(messages, self.model)
         return self._emit(words, delay_s, fail_after, finish_reason, prompt_tokens)
 
-    def _emit(
+    async def _emit(
         self,
         words: list[str],
         delay_s: float,
         fail_after: int | None,
         finish_reason: str,
         prompt_tokens: int,
-    ) -> Iterator[ChatChunk]:
+    ) -> AsyncIterator[ChatChunk]:
         if fail_after is not None and int(fail_after) <= 0:
             raise UpstreamUnavailable(f"{self.model} failed before its first token (dev_options)")
         for emitted, word in enumerate(words):
             if fail_after is not None and emitted >= int(fail_after):
                 break
             if delay_s and emitted:
-                time.sleep(delay_s)
+                await asyncio.sleep(delay_s)
             yield ChatChunk(text=word)
         if fail_after is not None:
             emitted = min(int(fail_after), len(words))

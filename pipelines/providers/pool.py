@@ -3,15 +3,17 @@
 Building an SDK client costs an HTTP connection pool and a TLS context (milliseconds), and
 its pooled connections are what keep the first token fast, so a worker keeps one client per
 model and builds a new one only when an admin edits the model (its `updated_at` changes).
-SDK clients are thread-safe, so a worker's threads share them. The SDKs are imported with
-this module, when the worker boots: importing them takes about a second, which would
-otherwise land on the first request of each worker process.
+Clients are async and live on the worker process's one event loop, which every in-flight
+job of the process shares. The SDKs are imported with this module, when the worker boots:
+importing them takes about a second, which would otherwise land on the first request of
+each worker process.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from datetime import datetime
+from typing import Any
 
 from pipelines.models import ModelInfo
 from pipelines.ports import ChatModel
@@ -29,21 +31,36 @@ class ChatModels:
         self._max_retries = max_retries
         self._backoff_base_s = backoff_base_s
         self._clients: dict[str, tuple[datetime | None, ChatModel]] = {}
-        self._lock = threading.Lock()
+        # Replaced clients, closed once the streams they still serve have had time to end.
+        self._retired: set[asyncio.Task[None]] = set()
 
     def get(self, info: ModelInfo) -> ChatModel:
+        """Called on the event loop only, so no lock: a check and a store cannot interleave."""
         cached = self._clients.get(info.id)
         if cached is not None and cached[0] == info.updated_at:
             return cached[1]
-        with self._lock:
-            cached = self._clients.get(info.id)
-            if cached is not None and cached[0] == info.updated_at:
-                return cached[1]
-            # The replaced client may still serve another thread's stream; it is left to
-            # the garbage collector rather than closed under it.
-            model = self._build(info)
-            self._clients[info.id] = (info.updated_at, model)
-            return model
+        model = self._build(info)
+        self._clients[info.id] = (info.updated_at, model)
+        if cached is not None:
+            self._retire(cached[1])
+        return model
+
+    async def aclose(self) -> None:
+        """Close every client (worker shutdown)."""
+        for _, model in self._clients.values():
+            await _close(model)
+        self._clients.clear()
+
+    def _retire(self, model: ChatModel) -> None:
+        async def later() -> None:
+            # A stream started on the old client may still be running; give it the
+            # longest a stream may take before closing the pool under it.
+            await asyncio.sleep(self._default_timeout_s * 2)
+            await _close(model)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     def _build(self, info: ModelInfo) -> ChatModel:
         timeout_s = info.timeout_s or self._default_timeout_s
@@ -58,3 +75,9 @@ class ChatModels:
                                       max_retries=self._max_retries,
                                       backoff_base_s=self._backoff_base_s)
         return DevChatModel(info.upstream_model)
+
+
+async def _close(model: Any) -> None:
+    close = getattr(model, "aclose", None)
+    if close is not None:
+        await close()

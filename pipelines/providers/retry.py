@@ -9,10 +9,11 @@ caller, after which a retry would splice two answers together.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable
 from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import Any
@@ -59,6 +60,37 @@ def scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+def classify_status(status: int, headers: Any, detail: str, *, provider: str,
+                    api_key: str | None) -> tuple[Exception, bool]:
+    """(the project error for an upstream HTTP error status, whether another attempt may help).
+
+    Shared by the SDK-backed providers and the OpenAI provider's own HTTP path.
+    """
+    detail = scrub(detail, api_key)
+    if status in (401, 403):
+        # The upstream message may echo (part of) our key: say nothing of it, and hide the
+        # original exception from tracebacks too.
+        hidden = UpstreamError(
+            f"{provider} upstream rejected the configured credentials ({status})",
+            status=502,
+        )
+        hidden.__suppress_context__ = True
+        return hidden, False
+    if status == 429:
+        return UpstreamRateLimited(
+            f"{provider} upstream rate limit exceeded",
+            status=429,
+            retry_after_s=parse_retry_after(headers),
+        ), False
+    if status >= 500 or status < 400 or status in _TRANSIENT_STATUSES:
+        # < 400: an error event inside a 200 stream (e.g. Anthropic's overloaded_error).
+        return UpstreamUnavailable(f"{provider} upstream failed ({status}): {detail}"), True
+    if status in _CALLER_STATUSES:
+        return UpstreamError(f"{provider} upstream rejected the request: {detail}",
+                             status=400), False
+    return UpstreamError(f"{provider} upstream error ({status}): {detail}", status=502), False
+
+
 def classify(
     exc: BaseException, sdk: ModuleType, *, provider: str, api_key: str | None
 ) -> tuple[Exception, bool] | None:
@@ -71,38 +103,22 @@ def classify(
     if isinstance(exc, sdk.APIConnectionError):
         return UpstreamUnavailable(f"{provider} upstream unreachable"), True
     if isinstance(exc, sdk.APIStatusError):
-        status = exc.status_code
         headers = exc.response.headers if exc.response is not None else None
-        detail = scrub(str(getattr(exc, "message", "") or exc), api_key)
-        if status in (401, 403):
-            # The upstream message may echo (part of) our key: say nothing of it, and
-            # hide the SDK exception from tracebacks too.
-            hidden = UpstreamError(
-                f"{provider} upstream rejected the configured credentials ({status})",
-                status=502,
-            )
-            hidden.__suppress_context__ = True
-            return hidden, False
-        if status == 429:
-            return UpstreamRateLimited(
-                f"{provider} upstream rate limit exceeded",
-                status=429,
-                retry_after_s=parse_retry_after(headers),
-            ), False
-        if status >= 500 or status < 400 or status in _TRANSIENT_STATUSES:
-            # < 400: an error event inside a 200 stream (e.g. Anthropic's overloaded_error).
-            return UpstreamUnavailable(f"{provider} upstream failed ({status}): {detail}"), True
-        if status in _CALLER_STATUSES:
-            return UpstreamError(
-                f"{provider} upstream rejected the request: {detail}", status=400
-            ), False
-        return UpstreamError(f"{provider} upstream error ({status}): {detail}", status=502), False
+        return classify_status(exc.status_code, headers,
+                               str(getattr(exc, "message", "") or exc), provider=provider,
+                               api_key=api_key)
+    return classify_transport(exc, provider=provider, api_key=api_key, sdk=sdk)
+
+
+def classify_transport(exc: BaseException, *, provider: str, api_key: str | None,
+                       sdk: ModuleType | None = None) -> tuple[Exception, bool] | None:
+    """The HTTP client's own errors (and an SDK's generic stream error) as project errors."""
     transport = _transport_failure(exc)
     if transport == "timeout":
         return UpstreamTimeout(f"{provider} upstream timed out", status=504), True
     if transport == "broken":
         return UpstreamUnavailable(f"{provider} upstream connection failed: {exc!r}"), True
-    if isinstance(exc, sdk.APIError):
+    if sdk is not None and isinstance(exc, sdk.APIError):
         detail = scrub(str(exc), api_key)
         return UpstreamUnavailable(f"{provider} upstream stream error: {detail}"), True
     return None
@@ -130,14 +146,14 @@ def backoff_s(attempt: int, base_s: float) -> float:
     return random.uniform(0, min(MAX_BACKOFF_S, base_s * 2**attempt))
 
 
-def stream_with_retries(
-    attempt_stream: Callable[[], Generator[ChatChunk, None, None]],
+async def stream_with_retries(
+    attempt_stream: Callable[[], AsyncIterator[ChatChunk]],
     classify_error: Callable[[BaseException], tuple[Exception, bool] | None],
     *,
     max_retries: int,
     backoff_base_s: float,
     provider: str,
-) -> Iterator[ChatChunk]:
+) -> AsyncIterator[ChatChunk]:
     """Run `attempt_stream` again on transient failures until its first chunk is out.
 
     After a chunk has reached the caller the failure is final (UpstreamError 502): a
@@ -147,10 +163,15 @@ def stream_with_retries(
     while True:
         started = False
         try:
-            with contextlib.closing(attempt_stream()) as chunks:
-                for chunk in chunks:
+            chunks = attempt_stream()
+            try:
+                async for chunk in chunks:
                     started = True
                     yield chunk
+            finally:
+                close = getattr(chunks, "aclose", None)
+                if close is not None:
+                    await close()
             return
         except Exception as exc:
             mapped = classify_error(exc)
@@ -169,7 +190,7 @@ def stream_with_retries(
                 raise UpstreamUnavailable(
                     f"{error} (gave up after {attempt + 1} attempts)"
                 ) from exc
-            time.sleep(backoff_s(attempt, backoff_base_s))
+            await asyncio.sleep(backoff_s(attempt, backoff_base_s))
             attempt += 1
 
 
