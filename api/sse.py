@@ -1,4 +1,9 @@
-"""Job events to clients: SSE frames and WebSocket JSON, fed by the same `follow` generator."""
+"""A job's raw events over SSE and WebSocket: `GET /v1/jobs/{id}/events` and its `/ws`.
+
+Both resume after `Last-Event-ID` (header, or `last_event_id` in the query), checked before
+the stream starts so a bad one is a 400, not a stream that aborts and makes EventSource
+clients reconnect in a loop. Hanging up never cancels the job.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import orjson
 from sqlalchemy.engine import Row
-from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.context import principal, services
 from api.errors import ApiError, error_response, status_for
-from api.streams import follow
+from api.formats.job_events import EventSseWriter, EventWsWriter
+from api.job_replies import StreamResponse
+from api.job_stream import JobStream
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import DomainError
 from pipelines.events import is_valid_stream_id
 from schemas.jobs import TERMINAL_EVENT_TYPES, Event
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-KEEPALIVE_FRAME = b": keep-alive\n\n"
 
-
-def sse_frame(event: Event) -> bytes:
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (
-        event.id.encode(), event.type.encode(), orjson.dumps(event.as_dict())
-    )
-
-
-def _last_event_id(conn: Request | WebSocket) -> str | None:
+def _last_event_id(conn: HTTPConnection) -> str | None:
     value = conn.headers.get("last-event-id") or conn.query_params.get("last_event_id")
     if value is None:
         return None
@@ -39,7 +36,7 @@ def _last_event_id(conn: Request | WebSocket) -> str | None:
     return value
 
 
-def _stand_in(conn: Request | WebSocket, job_id: str) -> Callable[[], Awaitable[Event | None]]:
+def _stand_in(conn: HTTPConnection, job_id: str) -> Callable[[], Awaitable[Event | None]]:
     """For a job whose event log expired: a terminal event made from the job row."""
 
     async def make() -> Event | None:
@@ -56,21 +53,18 @@ def _stand_in(conn: Request | WebSocket, job_id: str) -> Callable[[], Awaitable[
     return make
 
 
-def job_event_stream(request: Request, row: Row[Any]) -> StreamingResponse:
-    svc = services(request)
-    job_id = str(row.id)
-    last_id = _last_event_id(request)
-
-    async def frames() -> Any:
-        # An immediate comment flushes headers through proxies before the first event.
-        yield KEEPALIVE_FRAME
-        async for event in follow(svc.hub, svc.events, job_id, last_event_id=last_id,
+async def _follow(conn: HTTPConnection, job_id: str, after: str | None) -> JobStream:
+    svc = services(conn)
+    return await JobStream.resume(svc.hub, svc.events, job_id, after=after,
+                                  stand_in=_stand_in(conn, job_id),
                                   keepalive_s=svc.settings.sse_keepalive_s,
-                                  max_lifetime_s=svc.settings.max_sse_lifetime_s,
-                                  when_log_missing=_stand_in(request, job_id)):
-            yield KEEPALIVE_FRAME if event is None else sse_frame(event)
+                                  lifetime_s=svc.settings.max_sse_lifetime_s)
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+async def job_event_stream(request: Request, row: Row[Any]) -> Response:
+    last_id = _last_event_id(request)
+    stream = await _follow(request, str(row.id), last_id)
+    return StreamResponse(stream, EventSseWriter(), {})
 
 
 async def _refuse(websocket: WebSocket, exc: ApiError | DomainError) -> None:
@@ -105,17 +99,11 @@ async def job_event_websocket(
         await _refuse(websocket, exc)
         return
     await websocket.accept()
-    svc = services(websocket)
+    stream = await _follow(websocket, job_id, last_id)
 
     async def send_events(cancel: anyio.CancelScope) -> None:
-        async for event in follow(svc.hub, svc.events, job_id, last_event_id=last_id,
-                                  keepalive_s=svc.settings.sse_keepalive_s,
-                                  max_lifetime_s=svc.settings.max_sse_lifetime_s,
-                                  when_log_missing=_stand_in(websocket, job_id)):
-            if event is None:
-                await websocket.send_text('{"type":"ping"}')
-            else:
-                await websocket.send_text(orjson.dumps(event.as_dict()).decode())
+        async for frame in stream.frames(EventWsWriter()):
+            await websocket.send_text(frame)
         await websocket.close(code=1000)
         cancel.cancel()
 
@@ -128,6 +116,9 @@ async def job_event_websocket(
         except (WebSocketDisconnect, ValueError, KeyError):
             cancel.cancel()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(send_events, tg.cancel_scope)
-        tg.start_soon(answer_pings, tg.cancel_scope)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send_events, tg.cancel_scope)
+            tg.start_soon(answer_pings, tg.cancel_scope)
+    finally:
+        await stream.close()

@@ -14,7 +14,11 @@ from typing import Any
 
 import orjson
 
+from api.errors import error_body, job_error_status
+from api.job_stream import AnswerWriter
 from pipelines.translate import openai_finish_reason_to_anthropic
+from schemas.events import JobFailure
+from schemas.jobs import Event
 
 
 def frame(type_: str, data: dict[str, Any]) -> bytes:
@@ -29,7 +33,7 @@ def message_id(job_id: str) -> str:
     return "msg_" + job_id.replace("-", "")
 
 
-class MessageStreamWriter:
+class MessageStreamWriter(AnswerWriter[bytes]):
     """Turns `delta` event payloads into Messages SSE frames."""
 
     def __init__(self, msg_id: str, model: str, input_tokens: int) -> None:
@@ -39,15 +43,21 @@ class MessageStreamWriter:
         self._index = -1
         self._open: str | None = None  # "text" or "tool_use"
         self._pinged = False
-        self.sent_content = False
 
-    def start(self) -> bytes:
+    def opening(self) -> bytes:
         message: dict[str, Any] = {"id": self._id, "type": "message", "role": "assistant",
                                    "model": self._model,
                                    "content": [], "stop_reason": None, "stop_sequence": None,
                                    "usage": {"input_tokens": self._input_tokens,
                                              "output_tokens": 1}}
         return frame("message_start", {"message": message})
+
+    def keepalive(self) -> bytes:
+        return PING_FRAME
+
+    def event(self, event: Event) -> bytes | None:
+        # A delta with nothing Anthropic can show (no text, no tool call) sends nothing.
+        return (self.delta(event.data) or None) if event.type == "delta" else None
 
     def _close(self) -> bytes:
         if self._open is None:
@@ -92,6 +102,10 @@ class MessageStreamWriter:
             "usage": {"input_tokens": int(usage.get("prompt_tokens") or 0),
                       "output_tokens": int(usage.get("completion_tokens") or 0)},
         }) + frame("message_stop", {})
+
+    def error(self, failure: JobFailure) -> bytes:
+        return error_frame(error_body("anthropic", job_error_status(failure), failure["code"],
+                                      failure["message"]))
 
 
 def message(msg_id: str, model: str, result: dict[str, Any]) -> dict[str, Any]:

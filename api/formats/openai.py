@@ -6,17 +6,22 @@ from typing import Any
 
 import orjson
 
+from api.errors import error_body, job_error_status
+from api.formats.sse import KEEPALIVE_FRAME
+from api.job_stream import AnswerWriter
+from schemas.events import JobFailure
+from schemas.jobs import Event
+
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
-class ChunkWriter:
+class ChunkWriter(AnswerWriter[bytes]):
     """Turns `delta` event payloads into `chat.completion.chunk` SSE frames."""
 
     def __init__(self, completion_id: str, model: str, created: int, include_usage: bool) -> None:
         self._base = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
                       "model": model, "system_fingerprint": None}
         self._include_usage = include_usage
-        self.sent_content = False
 
     def _frame(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         chunk = {**self._base, "choices": choices, **extra}
@@ -24,9 +29,15 @@ class ChunkWriter:
             chunk["usage"] = None
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    def role(self) -> bytes:
+    def opening(self) -> bytes:
         return self._frame([{"index": 0, "delta": {"role": "assistant", "content": ""},
                              "logprobs": None, "finish_reason": None}])
+
+    def keepalive(self) -> bytes:
+        return KEEPALIVE_FRAME
+
+    def event(self, event: Event) -> bytes | None:
+        return self.delta(event.data) if event.type == "delta" else None
 
     def delta(self, data: dict[str, Any]) -> bytes:
         delta: dict[str, Any] = {}
@@ -44,6 +55,11 @@ class ChunkWriter:
         if self._include_usage:
             frames += self._frame([], usage=usage_of(result))
         return frames + DONE_FRAME
+
+    def error(self, failure: JobFailure) -> bytes:
+        # The SDK raises an APIError for a chunk that carries `error`.
+        return error_frame(error_body("openai", job_error_status(failure), failure["code"],
+                                      failure["message"]))
 
 
 def _tool_call_delta(tc: dict[str, Any]) -> dict[str, Any]:

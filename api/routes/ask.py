@@ -7,7 +7,7 @@ When nothing relevant is found no model is called: the answer says so, with no s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -15,12 +15,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from api.bodies import json_response, parse
-from api.context import principal, services
-from api.job_control import submit_job
-from api.job_replies import failure_response, relay, sse_frame, wait_for_end
+from api.context import services
+from api.formats.own import NamedEventWriter, sse_frame, text_delta
+from api.formats.sse import KEEPALIVE_FRAME, SSE_HEADERS
+from api.job_replies import event_stream, open_chat, whole_answer
 from api.openapi import doc
 from api.routes.knowledge import run_search
-from api.sse import KEEPALIVE_FRAME, SSE_HEADERS
 from pipelines.answer import NO_ANSWER, build_messages, relevant, select_sources, source_list
 from schemas.jobs import Event
 from schemas.knowledge import AskRequest, AskResponse, AskSource
@@ -52,18 +52,18 @@ async def ask(request: Request) -> Response:
         job_input["max_tokens"] = body.max_tokens
     if body.temperature is not None:
         job_input["temperature"] = body.temperature
-    who = principal(request)
-    row, _ = await submit_job(svc, kind="chat", owner_id=who.owner_id, input=job_input,
-                              key_id=who.key_id)
-    job_id = str(row.id)
+    # Hanging up does not cancel the answer: its result stays readable by id.
+    stream = await open_chat(request, job_input, streamed=body.stream,
+                             cancel_on_disconnect=False)
+    job_id = stream.job_id
     cited = source_list(sources)
+
+    def answer(result: dict[str, Any]) -> dict[str, Any]:
+        return _answer(result, cited, job_id).model_dump(mode="json")
+
     if body.stream:
-        return relay(svc, job_id, _renderer(cited, job_id))
-    terminal = await wait_for_end(svc, job_id)
-    if terminal is None or terminal.type != "succeeded":
-        return failure_response(request, terminal, job_id)
-    return json_response(_answer(terminal.data["result"], cited, job_id),
-                         headers={"X-Job-ID": job_id})
+        return event_stream(stream, NamedEventWriter(job_id, _renderer(cited, job_id), answer))
+    return await whole_answer(request, stream, answer)
 
 
 def _answer(result: dict[str, Any], sources: list[dict[str, Any]], job_id: str) -> AskResponse:
@@ -73,16 +73,11 @@ def _answer(result: dict[str, Any], sources: list[dict[str, Any]], job_id: str) 
                        job_id=job_id)
 
 
-def _renderer(sources: list[dict[str, Any]], job_id: str) -> Any:
-    def render(event: Event) -> list[bytes]:
+def _renderer(sources: list[dict[str, Any]], job_id: str) -> Callable[[Event], bytes | None]:
+    def render(event: Event) -> bytes | None:
         if event.type == "started":
-            return [sse_frame("sources", {"sources": sources, "job_id": job_id})]
-        if event.type == "delta" and event.data.get("text"):
-            return [sse_frame("text-delta", {"text": event.data["text"]})]
-        if event.type == "succeeded":
-            answer = _answer(event.data["result"], sources, job_id)
-            return [sse_frame("finish", answer.model_dump(mode="json"))]
-        return []
+            return sse_frame("sources", {"sources": sources, "job_id": job_id})
+        return text_delta(event)
 
     return render
 

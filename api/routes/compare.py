@@ -7,32 +7,37 @@ Answered whole (200, once the job ends), streamed (SSE: `model-start`, `text-del
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from api.bodies import parse
 from api.context import principal, services
+from api.formats.own import NamedEventWriter, sse_frame
 from api.job_control import submit_job
-from api.job_replies import failure_response, json_response, relay, sse_frame, wait_for_end
+from api.job_replies import event_stream, open_job, whole_answer
 from api.openapi import doc
 from api.routes.jobs import job_read
 from schemas.compare import CompareRequest, CompareResult
 from schemas.jobs import Event
 
 
-def _frames(event: Event) -> list[bytes]:
+def _frame(event: Event) -> bytes | None:
     data = event.data
     tag = {"model": data.get("model"), "index": data.get("index")}
     if event.type == "step_started":
-        return [sse_frame("model-start", tag)]
+        return sse_frame("model-start", tag)
     if event.type == "delta" and data.get("text"):
-        return [sse_frame("text-delta", {**tag, "text": data["text"]})]
+        return sse_frame("text-delta", {**tag, "text": data["text"]})
     if event.type == "step_completed":
-        return [sse_frame("model-finish", {**tag, **data["result"]})]
-    if event.type == "succeeded":
-        return [sse_frame("finish", data["result"])]
-    return []
+        return sse_frame("model-finish", {**tag, **data["result"]})
+    return None
+
+
+def _answer(result: Any) -> Any:
+    return result
 
 
 @doc("Run one prompt on 2–4 models concurrently: per model response, tokens, duration, "
@@ -45,20 +50,20 @@ async def compare(request: Request) -> Response:
     # while answering is reported in its own result instead.
     for model_id in body.models:
         await svc.models.resolve(model_id)
-    owner = principal(request)
-    row, _ = await submit_job(svc, kind="compare", owner_id=owner.owner_id,
-                              input=body.job_input(), key_id=owner.key_id)
-    job_id = str(row.id)
     if body.async_:
+        owner = principal(request)
+        row, _ = await submit_job(svc, kind="compare", owner_id=owner.owner_id,
+                                  input=body.job_input(), key_id=owner.key_id)
+        job_id = str(row.id)
         return Response(job_read(row).model_dump_json(), status_code=202,
                         media_type="application/json",
                         headers={"Location": f"/v1/jobs/{job_id}", "X-Job-ID": job_id})
+    # Hanging up does not cancel a comparison: its result stays readable by id.
+    stream = await open_job(request, kind="compare", input=body.job_input(),
+                            cancel_on_disconnect=False)
     if body.stream:
-        return relay(svc, job_id, _frames)
-    terminal = await wait_for_end(svc, job_id)
-    if terminal is None or terminal.type != "succeeded":
-        return failure_response(request, terminal, job_id)
-    return json_response(terminal.data["result"], job_id)
+        return event_stream(stream, NamedEventWriter(stream.job_id, _frame, _answer))
+    return await whole_answer(request, stream, _answer)
 
 
 routes = [Route("/v1/compare", compare, methods=["POST"])]

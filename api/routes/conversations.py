@@ -11,16 +11,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api import conversation_turns as turns_api
-from api.bodies import int_query, parse
+from api.bodies import int_query, parse, path_id
 from api.context import principal, services
 from api.errors import ApiError
+from api.formats.own import NamedEventWriter, text_delta
 from api.job_control import submit_job
-from api.job_replies import failure_response, json_response, relay, sse_frame, wait_for_end
+from api.job_replies import event_stream, open_chat, whole_answer
 from api.openapi import doc
 from api.routes.jobs import job_read
 from pipelines.conversations import require_found, token_usage
 from pipelines.db import conversations as conversations_db
-from pipelines.errors import ModelNotFound
+from pipelines.errors import ConversationNotFound, ModelNotFound
 from schemas.conversations import (
     ConversationCreate,
     ConversationList,
@@ -33,7 +34,7 @@ from schemas.conversations import (
     PruneRequest,
     TokenUsage,
 )
-from schemas.jobs import Event, JobRead
+from schemas.jobs import JobRead
 
 _MAX_PAGE = 100
 
@@ -55,7 +56,7 @@ def _json(model: Any, status: int = 200) -> Response:
 
 
 def _id(request: Request) -> str:
-    return turns_api.checked_id(request.path_params["conversation_id"])
+    return path_id(request, "conversation_id", ConversationNotFound, "conversation")
 
 
 @doc("Create a conversation", body=ConversationCreate, response=ConversationRead, status=201,
@@ -143,16 +144,17 @@ async def post_message(request: Request) -> Response:
     base = body.model_dump(exclude_none=True, exclude={"content", "stream"})
     job_input, store_turns = await turns_api.continue_conversation(
         svc, owner.owner_id, conversation_id, base, [{"role": "user", "content": body.content}])
-    await svc.models.resolve(job_input["model"])
-    row, _ = await submit_job(svc, kind="chat", owner_id=owner.owner_id, input=job_input,
-                              key_id=owner.key_id, on_submit=store_turns)
-    job_id = str(row.id)
+    # Hanging up does not cancel the turn: the worker stores the reply either way.
+    stream = await open_chat(request, job_input, streamed=body.stream,
+                             cancel_on_disconnect=False, on_submit=store_turns)
+    job_id = stream.job_id
+
+    def reply(result: dict[str, Any]) -> dict[str, Any]:
+        return _reply(result, conversation_id, job_id)
+
     if body.stream:
-        return relay(svc, job_id, lambda event: _message_frames(event, conversation_id))
-    terminal = await wait_for_end(svc, job_id)
-    if terminal is None or terminal.type != "succeeded":
-        return failure_response(request, terminal, job_id)
-    return json_response(_reply(terminal.data["result"], conversation_id, job_id), job_id)
+        return event_stream(stream, NamedEventWriter(job_id, text_delta, reply))
+    return await whole_answer(request, stream, reply)
 
 
 def _reply(result: dict[str, Any], conversation_id: str, job_id: str) -> dict[str, Any]:
@@ -164,15 +166,6 @@ def _reply(result: dict[str, Any], conversation_id: str, job_id: str) -> dict[st
         usage={key: int(usage.get(key) or 0)
                for key in ("prompt_tokens", "completion_tokens", "total_tokens")},
     ).model_dump()
-
-
-def _message_frames(event: Event, conversation_id: str) -> list[bytes]:
-    if event.type == "delta" and event.data.get("text"):
-        return [sse_frame("text-delta", {"text": event.data["text"]})]
-    if event.type == "succeeded":
-        return [sse_frame("finish", _reply(event.data["result"], conversation_id,
-                                           event.job_id))]
-    return []
 
 
 @doc("Tokens the conversation's history costs, by role and against the context window",

@@ -1,12 +1,13 @@
 """`WS /v1/ws/chat`: chat over one WebSocket, one generation at a time.
 
 Client frames: `{type: "start", model, messages, …OpenAI parameters, id?}`,
-`{type: "stop"}`, `{type: "ping"}`. Server frames: `{type: "content", delta}`,
-`{type: "tool_call", index, id?, name?, arguments}`, `{type: "done", finish_reason, usage,
-model, job_id}`, `{type: "error", code, message}`, `{type: "pong"}`; a start's optional `id`
-is echoed on the frames it causes. `stop` cancels the job (the worker halts at its next
-token) and forwards no content after it, then `done` with finish_reason "cancelled".
-Leaving the socket cancels a running generation.
+`{type: "stop"}`, `{type: "ping"}`. Server frames: `{type: "content", delta, content}`
+(the same text twice: `content` is what Stack 2.9's clients read), `{type: "tool_call",
+index, id?, name?, arguments}`, `{type: "done", finish_reason, usage, model, job_id}`,
+`{type: "error", code, message}`, `{type: "pong"}`; a start's optional `id` is echoed on
+the frames it causes. `stop` cancels the job (the worker halts at its next token) and
+forwards no content after it, then `done` with finish_reason "cancelled". Leaving the
+socket cancels a running generation. A bad frame gets an error frame; the socket stays.
 """
 
 from __future__ import annotations
@@ -20,12 +21,59 @@ from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.chat_jobs import ChatJob, start_chat_job
+from api.bodies import JsonOutOfBounds, loads_bounded
+from api.context import principal, services
 from api.errors import validation_details
 from api.formats.openai import usage_of
 from api.job_control import cancel_job
+from api.job_replies import open_chat
+from api.job_stream import AnswerWriter, JobStream
 from pipelines.errors import DomainError
+from schemas.events import JobFailure
+from schemas.jobs import Event
 from schemas.openai import ChatCompletionRequest
+
+Frame = dict[str, Any]
+
+
+class _Frames(AnswerWriter[list[Frame]]):
+    """A generation's events as this socket's frames."""
+
+    def __init__(self, session: _Session, job_id: str) -> None:
+        self._session = session
+        self._job_id = job_id
+
+    def event(self, event: Event) -> list[Frame] | None:
+        if event.type != "delta" or self._session.stopped:
+            return None
+        frames: list[Frame] = []
+        if text := event.data.get("text"):
+            frames.append({"type": "content", "delta": text, "content": text})
+        frames.extend({"type": "tool_call", **call} for call in event.data.get("tool_calls") or ())
+        if not frames:
+            return None
+        self.sent_content = True
+        return frames
+
+    def terminal(self, event: Event) -> list[Frame] | None:
+        if event.type == "cancelled":
+            return self._last({"type": "done", "job_id": self._job_id,
+                               "finish_reason": "cancelled", "usage": None})
+        return super().terminal(event)
+
+    def finish(self, result: Any) -> list[Frame]:
+        return self._last({"type": "done", "job_id": self._job_id,
+                           "finish_reason": result.get("finish_reason", "stop"),
+                           "model": result.get("model"), "usage": usage_of(result)})
+
+    def error(self, failure: JobFailure) -> list[Frame]:
+        return self._last({"type": "error", "code": failure["code"],
+                           "message": failure["message"], "job_id": self._job_id})
+
+    def _last(self, frame: Frame) -> list[Frame]:
+        # Cleared before the final frame goes out, so a client may start again at once.
+        self._session.running = False
+        return [frame]
 
 
 class _Session:
@@ -33,16 +81,15 @@ class _Session:
 
     def __init__(self, websocket: WebSocket) -> None:
         self.ws = websocket
-        self.job: ChatJob | None = None
+        self.stream: JobStream | None = None
         self.forwarder: asyncio.Task[None] | None = None
         self.stopped = False
-        # Cleared before the final frame is sent, so a client may start again at once.
         self.running = False
         self.tag: Any = None
         self._send_lock = asyncio.Lock()
 
-    async def send(self, frame: dict[str, Any]) -> None:
-        if self.tag is not None and frame.get("type") not in ("pong",):
+    async def send(self, frame: Frame) -> None:
+        if self.tag is not None and frame["type"] != "pong":
             frame["id"] = self.tag
         async with self._send_lock:
             await self.ws.send_text(orjson.dumps(frame).decode())
@@ -62,7 +109,9 @@ class _Session:
         message.pop("type", None)
         try:
             body = ChatCompletionRequest.model_validate(message)
-            job = await start_chat_job(self.ws, body.job_input())
+            # Leaving the socket cancels the job: nobody is left to read it.
+            stream = await open_chat(self.ws, body.job_input(), streamed=True,
+                                     cancel_on_disconnect=True)
         except ValidationError as exc:
             details = validation_details(exc)
             await self.error("VALIDATION_FAILED",
@@ -72,62 +121,31 @@ class _Session:
         except DomainError as exc:
             await self.error(exc.code, exc.message)
             return
-        self.job, self.stopped, self.running = job, False, True
-        self.forwarder = asyncio.get_running_loop().create_task(self._forward(job))
+        self.stream, self.stopped, self.running = stream, False, True
+        self.forwarder = asyncio.get_running_loop().create_task(
+            self._forward(stream, _Frames(self, stream.job_id)))
 
     async def stop(self) -> None:
-        job = self.job
-        if not self.busy or job is None or self.stopped:
+        if not self.busy or self.stream is None or self.stopped:
             return
         self.stopped = True
-        await cancel_job(job.svc, job.job_id, job.owner_id, "stopped by client")
+        await cancel_job(services(self.ws), self.stream.job_id, principal(self.ws).owner_id,
+                         "stopped by client")
 
-    async def _forward(self, job: ChatJob) -> None:
-        sent = False
-        async for event in job.events:
-            if event is None:
-                continue
-            if event.terminal:
-                self.running = False
-            if event.type == "delta":
-                if self.stopped:
-                    continue
-                if text := event.data.get("text"):
-                    await self.send({"type": "content", "delta": text})
-                for call in event.data.get("tool_calls") or []:
-                    await self.send({"type": "tool_call", **call})
-                sent = True
-            elif event.type == "retry" and sent:
-                await self.stop()
-                self.running = False
-                await self.error("UPSTREAM_ERROR", "The generation was interrupted; start again.",
-                                 job_id=job.job_id)
-                return
-            elif event.type == "succeeded":
-                result = event.data["result"]
-                await self.send({"type": "done", "job_id": job.job_id,
-                                 "finish_reason": result.get("finish_reason", "stop"),
-                                 "model": result.get("model"), "usage": usage_of(result)})
-            elif event.type == "cancelled":
-                await self.send({"type": "done", "job_id": job.job_id,
-                                 "finish_reason": "cancelled", "usage": None})
-            elif event.type == "failed":
-                error = event.data.get("error") or {}
-                await self.error(error.get("code", "PROCESSING_ERROR"),
-                                 error.get("message", "The generation failed."),
-                                 job_id=job.job_id)
+    async def _forward(self, stream: JobStream, writer: _Frames) -> None:
+        async for frames in stream.frames(writer):
+            for frame in frames:
+                await self.send(frame)
         self.running = False
 
     async def close(self) -> None:
-        """The client left: cancel what is still running, then stop forwarding."""
-        if self.busy and self.job is not None and not self.stopped:
-            with contextlib.suppress(Exception):
-                await cancel_job(self.job.svc, self.job.job_id, self.job.owner_id,
-                                 "client disconnected")
+        """The client left: stop forwarding (the stream cancels a job still running)."""
         if self.forwarder is not None:
             self.forwarder.cancel()
             with contextlib.suppress(BaseException):
                 await self.forwarder
+        if self.stream is not None:
+            await self.stream.close()
 
 
 async def ws_chat(websocket: WebSocket) -> None:
@@ -137,7 +155,10 @@ async def ws_chat(websocket: WebSocket) -> None:
         while True:
             raw = await websocket.receive_text()
             try:
-                message = orjson.loads(raw)
+                message = loads_bounded(raw)
+            except JsonOutOfBounds as exc:
+                await session.error("VALIDATION_FAILED", f"Invalid frame: {exc.message}")
+                continue
             except orjson.JSONDecodeError:
                 await session.error("INVALID_JSON", "Frames must be JSON objects.")
                 continue

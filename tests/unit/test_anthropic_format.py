@@ -19,7 +19,7 @@ def events_of(frames: bytes) -> list[dict]:
 
 def test_text_then_tool_calls_become_numbered_blocks_in_order():
     writer = MessageStreamWriter("msg_1", "m", 12)
-    frames = writer.start()
+    frames = writer.opening()
     frames += writer.delta({"text": "Let me look. "})
     frames += writer.delta({"tool_calls": [{"index": 0, "id": "call_a", "name": "f"}]})
     frames += writer.delta({"tool_calls": [{"index": 0, "arguments": '{"x":'}]})
