@@ -9,6 +9,7 @@ from dramatiq.brokers.redis import RedisBroker
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.auth import build_authenticator, verify_credential
 from api.context import Services
@@ -18,7 +19,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.hub import Hub
 from api.knowledge_access import build_embedders
 from api.limits import RateLimitMiddleware, build_limiter
-from api.middleware import AuthMiddleware, RequestIdMiddleware
+from api.middleware import AuthMiddleware, BodyDeadlineMiddleware, RequestIdMiddleware
 from api.openapi import openapi_route
 from api.registry import start_model_registry
 from api.routes import (
@@ -53,6 +54,7 @@ from schemas.settings import Settings
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     configure_logging(settings.log_level, json_logs=settings.log_json)
+    settings.require_real_secrets()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -61,6 +63,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         redis = Redis.from_url(settings.redis_url, max_connections=settings.redis_max_connections,
                                socket_timeout=30, health_check_interval=30)
         hub = Hub(redis, f"{keys.namespace}:hub", parse_message)
+        auth = build_authenticator(settings, engine, redis, keys)
+        hub.watch(auth.revocation_channel, auth.forget)
         await hub.start()
         # Used only to enqueue; no worker middleware, so it never consumes.
         broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace,
@@ -73,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             events=events, hub=hub, broker=broker,
             enqueuer=Enqueuer(broker, redis, keys, events), keys=keys,
             models=await start_model_registry(settings, engine),
-            auth=build_authenticator(settings, engine, redis, keys),
+            auth=auth,
             limiter=build_limiter(settings, redis, keys),
             embedders=build_embedders(settings),
             file_store=build_file_store(settings.file_store_dir),
@@ -98,6 +102,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
+            # uvicorn runs with --no-proxy-headers: only the configured proxies are believed.
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies),
+            Middleware(BodyDeadlineMiddleware, timeout_s=settings.body_read_timeout_s),
             Middleware(RequestIdMiddleware),
             Middleware(AuthMiddleware, verify=verify_credential,
                        public_paths=auth_routes.PUBLIC_PATHS,

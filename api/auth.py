@@ -1,10 +1,17 @@
 """Who is calling: the bootstrap admin key, stored API keys (`sy-…`) or session tokens (JWTs).
 
 Verified credentials are cached in-process for `cache_ttl_s`, keyed by their SHA-256, so a
-busy key costs one Redis GET per request instead of a database query. Every revocation
-(key revoked, logout, user deactivated or changed) bumps a Redis counter, the auth epoch;
-a cached entry made under an older epoch is not trusted, so revocation takes effect on
-every replica with the next request.
+busy key costs no I/O at all. Every revocation (key revoked, logout, user deactivated or
+changed) is published on a Redis channel; each API process receives it over its one pub/sub
+connection (api/hub.py) and drops that user's cached credentials, so revocation takes
+effect on every replica at once. Two races are closed:
+- a lookup that began before a notice and ends after it is not cached (the generation
+  moved), so it cannot re-insert what the notice removed;
+- when the pub/sub connection drops, notices may have been missed, so the whole cache is
+  dropped once the hub has resubscribed (and entries expire after `cache_ttl_s` anyway).
+
+Credentials that are not cached cost a database lookup, so invalid ones are counted per
+client address and refused (429) before the lookup once too many have failed.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import Insert
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +31,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from api.context import Principal, principal
+from api.limits import client_address
 from pipelines import accounts
 from pipelines.db import api_keys as keys_db
 from pipelines.db import sessions as sessions_db
@@ -39,12 +46,13 @@ BOOTSTRAP_USER_ID = "admin"
 _MAX_CACHED = 10_000
 # Writes to `api_keys.last_used_at` at most this often per key.
 _TOUCH_INTERVAL_S = 60.0
+# Clock skew allowed between the replica that issued a session token and the one reading it.
+_CLOCK_SKEW_S = 60
 
 
 @dataclass(frozen=True, slots=True)
 class _Cached:
     principal: Principal
-    epoch: bytes | None
     fresh_until: float  # time.monotonic()
     expires_at: float | None  # time.time() when the key or session itself expires
 
@@ -54,7 +62,7 @@ class Authenticator:
 
     def __init__(self, engine: AsyncEngine, redis: Redis, keys: Keys, *, secret_key: str,
                  bootstrap_key: str | None, bootstrap_tier: str,
-                 cache_ttl_s: float) -> None:
+                 cache_ttl_s: float, session_ttl_s: int) -> None:
         self.engine = engine
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.redis = redis
@@ -62,20 +70,36 @@ class Authenticator:
         self.secret_key = secret_key
         self.bootstrap_key = bootstrap_key
         self.cache_ttl_s = cache_ttl_s
+        self.session_ttl_s = session_ttl_s
         self._bootstrap = Principal(id=BOOTSTRAP_USER_ID, role="admin", key_id=BOOTSTRAP_KEY_ID,
                                     tier=bootstrap_tier)
         self._cache: dict[str, _Cached] = {}
+        # Bumped by every revocation notice: a lookup that saw it move does not cache.
+        self._generation = 0
 
-    async def verify(self, credential: str) -> Principal | None:
+    @property
+    def revocation_channel(self) -> str:
+        return self.keys.auth_revocations()
+
+    def cached(self, credential: str) -> Principal | None:
+        """The caller, when known without I/O: the bootstrap key or a fresh cached entry."""
         if self.bootstrap_key is not None and accounts.same_secret(credential,
                                                                    self.bootstrap_key):
             return self._bootstrap
         digest = accounts.key_digest(credential)
-        epoch = await self._epoch()
-        cached = self._cache.get(digest)
-        if cached is not None and self._still_good(cached, epoch):
-            return cached.principal
-        self._cache.pop(digest, None)
+        entry = self._cache.get(digest)
+        if entry is None:
+            return None
+        if time.monotonic() < entry.fresh_until and (
+                entry.expires_at is None or time.time() < entry.expires_at):
+            return entry.principal
+        del self._cache[digest]
+        return None
+
+    async def lookup(self, credential: str) -> Principal | None:
+        """Check the credential against the database, and cache it if valid."""
+        generation = self._generation
+        digest = accounts.key_digest(credential)
         if accounts.looks_like_api_key(credential):
             found = await self._lookup_key(digest)
         else:
@@ -83,32 +107,29 @@ class Authenticator:
         if found is None:
             return None
         principal_, expires_at = found
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        if epoch is not None:  # without Redis nobody could tell us about revocations
-            self._cache[digest] = _Cached(principal_, epoch,
-                                          time.monotonic() + self.cache_ttl_s, expires_at)
+        if generation == self._generation:
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[digest] = _Cached(principal_, time.monotonic() + self.cache_ttl_s,
+                                          expires_at)
         return principal_
 
-    async def revoked(self) -> None:
-        """Call after committing any revocation: every replica stops trusting its cache."""
-        self._cache.clear()
-        await self.redis.incr(self.keys.auth_epoch())
+    async def revoked(self, user_id: str) -> None:
+        """Call after committing a revocation for `user_id`: every replica drops the user's
+        cached credentials (this one before returning, the others when the notice lands)."""
+        self.forget(user_id.encode())
+        await self.redis.publish(self.revocation_channel, user_id)
 
-    def _still_good(self, cached: _Cached, epoch: bytes | None) -> bool:
-        return (epoch is not None and cached.epoch == epoch
-                and time.monotonic() < cached.fresh_until
-                and (cached.expires_at is None or time.time() < cached.expires_at))
-
-    async def _epoch(self) -> bytes | None:
-        try:
-            value = await self.redis.get(self.keys.auth_epoch())
-        except RedisError:
-            log.warning("auth epoch unavailable; verifying against the database")
-            return None
-        if not value:
-            return b"0"
-        return value.encode() if isinstance(value, str) else value
+    def forget(self, user_id: bytes | None) -> None:
+        """A revocation notice (the hub's handler): drop one user's cached credentials, or
+        everything when `user_id` is None (the pub/sub connection dropped) or empty."""
+        self._generation += 1
+        who = user_id.decode(errors="replace") if user_id else None
+        if who is None:
+            self._cache.clear()
+            return
+        for digest in [d for d, entry in self._cache.items() if entry.principal.id == who]:
+            del self._cache[digest]
 
     async def _lookup_key(self, digest: str) -> tuple[Principal, float | None] | None:
         async with self.engine.begin() as conn:
@@ -127,6 +148,11 @@ class Authenticator:
             return None
         jti, user_id = str(claims["jti"]), str(claims["sub"])
         if not is_uuid(user_id):
+            return None
+        # Login never issues a token longer-lived than the session TTL: a later `exp` means
+        # the token was not made by us, even if its signature checks out.
+        expires_in_s = float(claims["exp"]) - time.time()  # type: ignore[arg-type]
+        if expires_in_s > self.session_ttl_s + _CLOCK_SKEW_S:
             return None
         async with self.autocommit.connect() as conn:
             row = (await conn.execute(sessions_db.usable(jti, user_id))).first()
@@ -185,10 +211,26 @@ def build_authenticator(settings: Settings, engine: AsyncEngine, redis: Redis,
         engine, redis, keys,
         secret_key=accounts.secret_key_or_dev(secret.get_secret_value() if secret else None),
         bootstrap_key=bootstrap.get_secret_value() if bootstrap else None,
-        bootstrap_tier=settings.bootstrap_rate_limit_tier, cache_ttl_s=settings.auth_cache_ttl_s)
+        bootstrap_tier=settings.bootstrap_rate_limit_tier, cache_ttl_s=settings.auth_cache_ttl_s,
+        session_ttl_s=settings.session_ttl_s)
 
 
 async def verify_credential(credential: str, scope: Scope) -> Principal | None:
-    """AuthMiddleware's verifier: the app's Authenticator, built in the lifespan."""
-    auth: Authenticator = scope["app"].state.services.auth
-    return await auth.verify(credential)
+    """AuthMiddleware's verifier: the app's Authenticator, built in the lifespan.
+
+    A credential that needs a database lookup is refused (RateLimited) without one when its
+    address has presented too many invalid credentials; each invalid one counts.
+    """
+    services = scope["app"].state.services
+    auth: Authenticator = services.auth
+    found = auth.cached(credential)
+    if found is not None:
+        return found
+    limiter = services.limiter
+    address = client_address(scope)
+    if limiter is not None:
+        await limiter.check_auth_failures(address)
+    found = await auth.lookup(credential)
+    if found is None and limiter is not None:
+        await limiter.auth_failed(address)
+    return found

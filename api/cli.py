@@ -107,12 +107,20 @@ def dev(args: argparse.Namespace) -> int:
         except (ServiceFailed, KeyboardInterrupt) as exc:
             _say(str(exc) or "interrupted")
             return 1
-        admin_key = os.environ.get("SWITCHYARD_ADMIN_KEY") or _dev_admin_key(var_dir)
+        admin_key = os.environ.get("SWITCHYARD_ADMIN_KEY") or _kept_secret(
+            var_dir / "admin-key", "sy-dev-")
         env = dict(
             os.environ,
             DATABASE_URL=database_url,
             REDIS_URL=redis_url,
             SWITCHYARD_ADMIN_KEY=admin_key,
+            # Development mode, but with real secrets of its own (kept in var/): sessions
+            # and webhook signatures made here cannot be forged with the public defaults.
+            SWITCHYARD_ENV=os.environ.get("SWITCHYARD_ENV", "development"),
+            SWITCHYARD_SECRET_KEY=os.environ.get("SWITCHYARD_SECRET_KEY")
+            or _kept_secret(var_dir / "secret-key"),
+            WEBHOOK_SECRET=os.environ.get("WEBHOOK_SECRET")
+            or _kept_secret(var_dir / "webhook-secret"),
         )
         children = {
             "api": spawn(web_command(args.host, args.port), env=env, cwd=project_dir),
@@ -262,14 +270,13 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]], timeout_s: floa
         wait_or_kill(process, max(0.0, deadline - time.monotonic()))
 
 
-def _dev_admin_key(var_dir: Path) -> str:
-    """A development admin key, kept in var/ so it survives restarts."""
-    path = var_dir / "admin-key"
+def _kept_secret(path: Path, prefix: str = "") -> str:
+    """A random development secret, made once and kept at `path` so it survives restarts."""
     if path.exists():
         key = path.read_text().strip()
         if key:
             return key
-    key = f"sy-dev-{secrets.token_urlsafe(24)}"
+    key = f"{prefix}{secrets.token_urlsafe(36)}"
     path.touch(mode=0o600)
     path.write_text(key + "\n")
     return key

@@ -38,6 +38,10 @@ DEFAULT_READY_TIMEOUT_S = 60.0
 DEFAULT_STOP_TIMEOUT_S = 15.0
 _LOG_TAIL_BYTES = 4000
 _PR_SET_PDEATHSIG = 1
+# The API's connection limits (web_command, and the same numbers in the Procfile).
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 5
+MAX_CONCURRENCY = 4000
 
 
 class ServiceFailed(RuntimeError):
@@ -122,10 +126,20 @@ def spawn(
 
 
 def web_command(host: str, port: int) -> list[str]:
-    """The API process, as the Procfile runs it."""
+    """The API process, as the Procfile runs it.
+
+    Hardening (see deploy/README.md): the request head is capped at 64 KiB and must arrive
+    within the keep-alive timeout (api/http_guard.py); concurrent connections and tasks
+    are capped; X-Forwarded-For is believed only from TRUSTED_PROXIES, in the app.
+    """
     return [
         sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
         "--host", host, "--port", str(port),
+        "--http", "api.http_guard:GuardedHttpToolsProtocol",
+        "--h11-max-incomplete-event-size", str(MAX_REQUEST_HEAD_BYTES),
+        "--timeout-keep-alive", str(HEAD_TIMEOUT_S),
+        "--limit-concurrency", str(MAX_CONCURRENCY),
+        "--no-proxy-headers",
     ]  # fmt: skip
 
 

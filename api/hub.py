@@ -31,12 +31,20 @@ class Hub:
         self._listeners: dict[str, set[asyncio.Queue[Any]]] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._keys: dict[str, str] = {}
+        # Process-wide subscriptions (e.g. auth revocations): channel -> handler.
+        self._watchers: dict[str, Callable[[bytes | None], None]] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def watch(self, channel: str, handler: Callable[[bytes | None], None]) -> None:
+        """Call `handler(data)` for each message on `channel` while the hub runs, and
+        `handler(None)` after the connection was lost (messages may have been missed).
+        Register before `start`; the handler runs on the reader task, so it must be quick."""
+        self._watchers[channel] = handler
 
     async def start(self) -> None:
         # A permanent subscription keeps the connection in subscribed mode even when no
         # client is listening, so the reader loop never has to stop and restart.
-        await self._pubsub.subscribe(self._control)
+        await self._pubsub.subscribe(self._control, *self._watchers)
         self._task = asyncio.create_task(self._run(), name="pubsub-hub")
 
     async def stop(self) -> None:
@@ -90,7 +98,10 @@ class Hub:
                 log.warning("pub/sub connection lost (%r); resubscribing", exc)
                 await asyncio.sleep(0.2)
                 with contextlib.suppress(Exception):
-                    await self._pubsub.subscribe(self._control, *self._listeners)
+                    await self._pubsub.subscribe(self._control, *self._watchers,
+                                                 *self._listeners)
+                for handler in self._watchers.values():
+                    handler(None)
                 for listeners in self._listeners.values():
                     for queue in listeners:
                         queue.put_nowait(RESYNC)
@@ -105,7 +116,9 @@ class Hub:
             channel = message["channel"]
             if isinstance(channel, bytes):
                 channel = channel.decode()
-            if kind == "message":
+            if kind == "message" and channel in self._watchers:
+                self._watchers[channel](message["data"])
+            elif kind == "message":
                 listeners = self._listeners.get(channel)
                 if listeners:
                     try:

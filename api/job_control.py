@@ -16,6 +16,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.context import Services
+from api.limits import spend_job_allowance
+from pipelines import outbound
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict
 from schemas.jobs import WEBHOOK_ROUTE
@@ -45,7 +47,15 @@ async def submit_job(
     `on_submit(conn, job_id)` writes rows that belong with a new job in the job's own
     transaction (e.g. a conversation's user turn), so they exist before any worker runs.
     A caller that subscribes to the job's events before submitting picks `job_id` itself.
+
+    Every job spends the caller's rate-limit allowance for its kind (api/limits.py), and a
+    `webhook_url` must reach an address the outbound policy allows (422 otherwise).
     """
+    await spend_job_allowance(kind)
+    if webhook_url is not None:
+        settings = services.settings
+        await outbound.check_async(webhook_url, outbound.OutboundPolicy.of(
+            settings.outbound_allow_private, settings.outbound_allowed_hosts))
     job_id = job_id or jobs_db.new_job_id()
     # A lone INSERT needs no transaction around it (one round trip instead of three).
     async with (services.engine.begin() if on_submit else services.autocommit.connect()) as conn:

@@ -1,10 +1,19 @@
 """Rate limits per caller and route group, shared by every API replica through Redis.
 
 The strategy is the `limits` library's sliding window counter: two counters per caller
-and group, updated by one Lua script, so memory stays constant per caller (a moving window
-keeps one entry per request) and a caller cannot burst to twice the limit across a window
-edge (a fixed window allows that). Each request costs two Redis round trips: the hit, then
-the window's remaining count and reset time for the `X-RateLimit-*` headers.
+and group, so memory stays constant per caller (a moving window keeps one entry per
+request) and a caller cannot burst to twice the limit across a window edge (a fixed window
+allows that). The library's acquire script answers only yes or no, and reading the window
+for the `X-RateLimit-*` headers took a second round trip; `_ACQUIRE_AND_READ` is that
+script (limits 5.8's `acquire_sliding_window.lua`, same keys and arithmetic) returning
+the counters it read, so a request costs one round trip. Other strategies go through the
+library (two round trips).
+
+Jobs are what cost capacity, so every job a route creates is charged, whatever the route
+(a WebSocket's `start` frames, `POST /v1/jobs` of any kind): `api/job_control.submit_job`
+calls `spend_job_allowance`, which charges the job's group. The middleware charges each
+request its route's group once; that charge pays for the request's first job of the same
+group, so a chat request is not counted twice.
 
 If Redis fails the request goes through unlimited (and a warning is logged): the limiter
 protects capacity, and refusing every request would be the larger outage.
@@ -15,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
@@ -22,6 +32,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import STRATEGIES, RateLimiter, SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import Principal
@@ -36,6 +47,45 @@ log = logging.getLogger("switchyard.limits")
 GROUPS = ("auth", "chat", "search", "upload", "general")
 _CHAT_PREFIXES = ("/v1/chat/", "/v1/messages", "/v1/ws/chat", "/v1/compare", "/v1/completions",
                   "/v1/embeddings")
+# The allowance a job of each kind spends; other kinds spend "general".
+JOB_GROUPS = {"chat": "chat", "compare": "chat", "prune": "chat", "ingest": "upload"}
+
+# limits 5.8's acquire_sliding_window.lua, plus: ARGV[4] = 1 only tests (nothing is
+# spent), and the counters it read come back for the headers. Times are in milliseconds.
+_ACQUIRE_AND_READ = """
+local limit = tonumber(ARGV[1])
+local expiry = tonumber(ARGV[2]) * 1000
+local amount = tonumber(ARGV[3])
+local dry_run = ARGV[4] == '1'
+
+local current_ttl = tonumber(redis.call('pttl', KEYS[2]))
+if current_ttl > 0 and current_ttl < expiry then
+    -- The current window expired: shift it to the previous window.
+    redis.call('rename', KEYS[2], KEYS[1])
+    redis.call('set', KEYS[2], 0, 'PX', current_ttl + expiry)
+end
+
+local previous_count = tonumber(redis.call('get', KEYS[1])) or 0
+local previous_ttl = math.max(0, tonumber(redis.call('pttl', KEYS[1])) or 0)
+local current_count = tonumber(redis.call('get', KEYS[2])) or 0
+current_ttl = math.max(0, tonumber(redis.call('pttl', KEYS[2])) or 0)
+
+local weighted = math.floor(previous_count * previous_ttl / expiry) + current_count
+local allowed = 0
+if amount <= limit and weighted + amount <= limit then
+    allowed = 1
+    if not dry_run then
+        if current_ttl > 0 then
+            redis.call('incrby', KEYS[2], amount)
+        else
+            redis.call('set', KEYS[2], amount, 'PX', expiry * 2)
+            current_ttl = expiry * 2
+        end
+        current_count = current_count + amount
+    end
+end
+return {allowed, previous_count, previous_ttl, current_count, current_ttl}
+"""
 
 
 def route_group(method: str, path: str) -> str:
@@ -96,26 +146,31 @@ def sliding_window(allowed: bool, limit: int, window_s: float, previous: int,
 
 
 class Limiter:
-    """Limits per (caller, tier, group), plus login attempts per account and per address."""
+    """Limits per (caller, tier, group); login attempts per address and failed logins per
+    account and address; failed authentication per address."""
 
     def __init__(self, redis: Redis, keys: Keys, *, strategy: str,
-                 tiers: dict[str, dict[str, str]], login_per_account: str,
-                 login_per_address: str, daily_token_budget: int,
-                 anonymous_tier: str = "default") -> None:
+                 tiers: dict[str, dict[str, str]], login_failures_per_account: str,
+                 login_per_address: str, auth_failures_per_address: str,
+                 daily_token_budget: int, anonymous_tier: str = "default") -> None:
         # Shares the app's connection pool, so limits add no connections of their own.
-        storage = RedisStorage("async+redis://", implementation="redispy",
-                               key_prefix=keys.rate_limit_prefix(), wrap_exceptions=True,
-                               connection_pool=redis.connection_pool)  # type: ignore[arg-type]
+        self.storage = RedisStorage("async+redis://", implementation="redispy",
+                                    key_prefix=keys.rate_limit_prefix(), wrap_exceptions=True,
+                                    connection_pool=redis.connection_pool)  # type: ignore[arg-type]
         strategy_class: type[RateLimiter] = STRATEGIES[strategy]  # type: ignore[type-abstract]
-        self.strategy = strategy_class(storage)
+        self.strategy = strategy_class(self.storage)
+        self._sliding = isinstance(self.strategy, SlidingWindowCounterRateLimiter)
+        self._acquire = redis.register_script(_ACQUIRE_AND_READ)
         self.items = {tier: {group: parse(limit) for group, limit in groups.items()}
                       for tier, groups in tiers.items()}
         if "default" not in self.items or set(GROUPS) - set(self.items["default"]):
             raise ValueError(f"rate_limit_tiers['default'] must set every group: {GROUPS}")
-        self.login_per_account = parse(login_per_account)
+        self.login_failures_per_account = parse(login_failures_per_account)
         self.login_per_address = parse(login_per_address)
+        self.auth_failures_per_address = parse(auth_failures_per_address)
         self.redis = redis
         self.keys = keys
+        self.prefix = keys.rate_limit_prefix()
         self.daily_token_budget = daily_token_budget
         self.anonymous_tier = anonymous_tier
 
@@ -124,37 +179,58 @@ class Limiter:
 
     async def hit(self, who: str, tier: str, group: str) -> Window | None:
         """Spend one request of `who`'s allowance; None when Redis could not be asked."""
-        item = self.item(tier, group)
+        return await self._guarded(self.item(tier, group), group, who)
+
+    async def _guarded(self, item: RateLimitItem, *identifiers: str,
+                       dry_run: bool = False) -> Window | None:
         try:
-            return await self._hit(item, group, who)
-        except StorageError:
+            return await self._window(item, *identifiers, dry_run=dry_run)
+        except (StorageError, RedisError):
             log.warning("rate-limit storage unavailable; letting the request through")
             return None
 
-    async def _hit(self, item: RateLimitItem, *identifiers: str) -> Window:
-        allowed = await self.strategy.hit(item, *identifiers)
-        if isinstance(self.strategy, SlidingWindowCounterRateLimiter):
-            # The library's reset for this strategy is 0 right after a window starts (it
-            # takes the TTL modulo the window), so read the raw counters and do the sums.
-            raw = await self.strategy.storage.get_sliding_window(  # type: ignore[attr-defined]
-                item.key_for(*identifiers), item.get_expiry())
-            return sliding_window(allowed, item.amount, item.get_expiry(), *raw)
+    async def _window(self, item: RateLimitItem, *identifiers: str,
+                      dry_run: bool = False) -> Window:
+        """Spend (or with `dry_run` only test) one unit of `item` for `identifiers`."""
+        if self._sliding:
+            # The same keys as the library's storage: "{key}" and "{key}/-1".
+            current = f"{self.prefix}:{{{item.key_for(*identifiers)}}}"
+            allowed, previous, previous_ttl_ms, count, ttl_ms = await self._acquire(
+                keys=[f"{current}/-1", current],
+                args=[item.amount, item.get_expiry(), 1, int(dry_run)])
+            return sliding_window(bool(allowed), item.amount, item.get_expiry(), int(previous),
+                                  int(previous_ttl_ms) / 1000, int(count), int(ttl_ms) / 1000)
+        if dry_run:
+            allowed = await self.strategy.test(item, *identifiers)
+        else:
+            allowed = await self.strategy.hit(item, *identifiers)
         stats = await self.strategy.get_window_stats(item, *identifiers)
         return Window(allowed, item.amount, stats.remaining,
                       max(0.0, stats.reset_time - time.time()))
 
     async def check_login(self, email: str, address: str) -> None:
-        """Raises RateLimited once an account or an address has tried too often."""
-        for item, identity in ((self.login_per_account, f"account:{email}"),
-                               (self.login_per_address, f"address:{address}")):
-            try:
-                window = await self._hit(item, "login", identity)
-            except StorageError:
-                log.warning("rate-limit storage unavailable; not limiting login")
-                return
-            if not window.allowed:
-                raise RateLimited("Too many login attempts; try again later.",
-                                  retry_after_s=window.retry_after_s)
+        """Before checking a password: counts the attempt against the address, and refuses
+        an address that has failed too often for this account. Other addresses (the
+        account's owner) are not slowed down, so nobody can lock a user out."""
+        _refuse_if_spent(await self._guarded(self.login_per_address, "login", address),
+                               "Too many login attempts from this address; try again later.")
+        _refuse_if_spent(
+            await self._guarded(self.login_failures_per_account, "login-failed", email,
+                                address, dry_run=True),
+            "Too many failed logins for this account from this address; try again later.")
+
+    async def login_failed(self, email: str, address: str) -> None:
+        await self._guarded(self.login_failures_per_account, "login-failed", email, address)
+
+    async def check_auth_failures(self, address: str) -> None:
+        """Before looking a credential up: refuses an address with too many failed ones."""
+        _refuse_if_spent(
+            await self._guarded(self.auth_failures_per_address, "auth-failed", address,
+                                dry_run=True),
+            "Too many invalid credentials from this address; try again later.")
+
+    async def auth_failed(self, address: str) -> None:
+        await self._guarded(self.auth_failures_per_address, "auth-failed", address)
 
     async def check_token_budget(self, who: str) -> None:
         """Raises TokenBudgetExceeded when the key has spent today's token budget."""
@@ -166,7 +242,52 @@ class Limiter:
                 retry_after_s=budgets.seconds_to_midnight())
 
 
+def _refuse_if_spent(window: Window | None, message: str) -> None:
+    if window is not None and not window.allowed:
+        raise RateLimited(message, retry_after_s=window.retry_after_s)
+
+
+@dataclass(slots=True)
+class Allowance:
+    """The current request's caller and what it has spent, for `spend_job_allowance`."""
+
+    limiter: Limiter
+    identity: str
+    tier: str
+    # The group the middleware charged: it pays for the request's first job of that group.
+    prepaid: str | None
+    # The latest window, for the response's X-RateLimit-* headers.
+    window: Window | None
+
+
+# Set by RateLimitMiddleware for the whole request (or WebSocket), read by submit_job: every
+# route that creates a job is charged without having to pass its caller along.
+_allowance: ContextVar[Allowance | None] = ContextVar("switchyard_allowance", default=None)
+
+
+async def spend_job_allowance(kind: str) -> None:
+    """Charge the current caller one job of `kind`; RateLimited when the allowance is spent.
+
+    Outside a rate-limited request (limits disabled, or no caller) this does nothing.
+    """
+    allowance = _allowance.get()
+    if allowance is None:
+        return
+    group = JOB_GROUPS.get(kind, "general")
+    if allowance.prepaid == group:
+        allowance.prepaid = None
+        return
+    window = await allowance.limiter.hit(allowance.identity, allowance.tier, group)
+    if window is not None:
+        allowance.window = window
+        _refuse_if_spent(window, "Rate limit exceeded; retry after the time in "
+                                       "Retry-After.")
+    if group == "chat":
+        await allowance.limiter.check_token_budget(allowance.identity)
+
+
 def client_address(scope: Scope) -> str:
+    """The client's address: the TCP peer, or what a trusted proxy said (api/app.py)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 
@@ -194,7 +315,6 @@ class RateLimitMiddleware:
         identity, tier = ((who.limit_key, who.tier) if who
                           else (f"addr:{client_address(scope)}", limiter.anonymous_tier))
         window = await limiter.hit(identity, tier, group)
-        extra = window.headers() if window else []
         refusal: RateLimited | None = None
         if window is not None and not window.allowed:
             refusal = RateLimited("Rate limit exceeded; retry after the time in Retry-After.",
@@ -205,24 +325,31 @@ class RateLimitMiddleware:
             except RateLimited as exc:
                 refusal = exc
         if refusal is not None:
-            await _refuse(scope, receive, send, refusal, extra)
+            await refuse(scope, receive, send, refusal, window.headers() if window else [])
             return
+        allowance = Allowance(limiter, identity, tier, prepaid=group, window=window)
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and extra:
-                message["headers"] = [*message.get("headers", []), *extra]
+            if message["type"] == "http.response.start" and allowance.window is not None:
+                message["headers"] = [*message.get("headers", []),
+                                      *allowance.window.headers()]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        token = _allowance.set(allowance)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            _allowance.reset(token)
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, exc: RateLimited,
-                  extra: list[tuple[bytes, bytes]]) -> None:
+async def refuse(scope: Scope, receive: Receive, send: Send, exc: RateLimited,
+                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer 429 in the route's error format with Retry-After (a WebSocket: close 4429)."""
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 4429, "reason": exc.code})
         return
     retry_after = max(1, math.ceil(exc.retry_after_s))
-    headers = {k.decode(): v.decode() for k, v in extra}
+    headers = {k.decode(): v.decode() for k, v in extra or []}
     headers["Retry-After"] = str(retry_after)
     response = error_response(scope.get("path", ""), 429, exc.code, exc.message,
                               request_id=scope.get("state", {}).get("request_id"),
@@ -236,7 +363,8 @@ def build_limiter(settings: Settings, redis: Redis, keys: Keys) -> Limiter | Non
         return None
     return Limiter(redis, keys, strategy=settings.rate_limit_strategy,
                    tiers=settings.rate_limit_tiers,
-                   login_per_account=settings.login_limit_per_account,
+                   login_failures_per_account=settings.login_limit_per_account,
                    login_per_address=settings.login_limit_per_address,
+                   auth_failures_per_address=settings.auth_failure_limit_per_address,
                    daily_token_budget=settings.daily_token_budget,
                    anonymous_tier=settings.anonymous_rate_limit_tier)

@@ -1,7 +1,9 @@
-"""Plain-ASGI middleware: request ids with log context, and API-key authentication."""
+"""Plain-ASGI middleware: request ids with log context, API-key authentication, and a
+deadline for request bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import uuid
@@ -10,7 +12,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import Principal
-from api.errors import error_response
+from api.errors import ApiError, error_response
+from api.limits import refuse
+from pipelines.errors import RateLimited
 from pipelines.logs import request_id_var
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -52,8 +56,10 @@ Verifier = Callable[[str, Scope], Awaitable[Principal | None]]
 class AuthMiddleware:
     """Every `/v1` route needs a credential: `Authorization: Bearer …` or `X-API-Key: …`.
 
-    `verify(credential, scope)` maps it to a Principal (or None); the scope lets it reach
-    the services the lifespan built. `public_paths` need no credential; on
+    `verify(credential, scope)` maps it to a Principal (or None), or raises RateLimited
+    when the client has presented too many invalid credentials (answered 429 before any
+    lookup); the scope lets it reach the services the lifespan built. `public_paths` need
+    no credential; on
     `optional_paths` a credential is checked when presented (e.g. register, which an admin
     may call when open registration is off).
     """
@@ -77,7 +83,11 @@ class AuthMiddleware:
         if key is None and path in self.optional_paths:
             await self.app(scope, receive, send)
             return
-        principal = await self.verify(key, scope) if key else None
+        try:
+            principal = await self.verify(key, scope) if key else None
+        except RateLimited as exc:
+            await refuse(scope, receive, send, exc)
+            return
         if principal is None:
             if scope["type"] == "websocket" and (
                 "websocket.http.response" not in scope.get("extensions", {})
@@ -99,6 +109,43 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+class BodyDeadlineMiddleware:
+    """A request body must arrive within `timeout_s` of the request's start, else 408 and
+    the connection closes.
+
+    uvicorn has no body read timeout, so a client trickling a body held a connection (and
+    a request task) for as long as it liked. Only reads while the body is incomplete are
+    timed: after it, `receive` waits for a disconnect (streaming responses) unbounded.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        body_done = False
+
+        async def receive_in_time() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise ApiError(408, "REQUEST_TIMEOUT",
+                               f"The request body did not arrive within {self.timeout_s:g} s.",
+                               headers={"Connection": "close"}) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        await self.app(scope, receive_in_time, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -20,6 +20,11 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+# Only for development: a process without SWITCHYARD_SECRET_KEY signs with this, so tokens
+# survive restarts and work across local replicas, but anyone can forge them. Logged loudly;
+# outside development the API and workers refuse to start with it.
+from schemas.settings import DEV_SECRET_KEY
+
 log = logging.getLogger("switchyard.accounts")
 
 KEY_PREFIX = "sy-"
@@ -29,9 +34,6 @@ _KEY_RANDOM_BYTES = 32
 _JWT_ALGORITHM = "HS256"
 _JWT_ISSUER = "switchyard"
 MIN_SECRET_KEY_BYTES = 32
-# Only for development: a process without SWITCHYARD_SECRET_KEY signs with this, so tokens
-# survive restarts and work across local replicas, but anyone can forge them. Logged loudly.
-DEV_SECRET_KEY = "switchyard-development-secret-key-do-not-use-in-production"
 
 _hasher = PasswordHasher()
 # Verified against when the account does not exist, so an unknown email costs the same

@@ -40,6 +40,18 @@ class InvalidInput(DomainError):
     code = "VALIDATION_FAILED"
 
 
+class UrlNotAllowed(InvalidInput):
+    """An outbound URL (webhook, model base URL) that is malformed or reaches a
+    non-public address the operator has not allowed (pipelines/outbound.py)."""
+
+    code = "URL_NOT_ALLOWED"
+
+
+class HostNotResolved(UrlNotAllowed):
+    """An outbound URL's host has no DNS answer: refused when the URL is submitted, retried
+    when a delivery meets it (DNS trouble passes)."""
+
+
 class Conflict(DomainError):
     code = "CONFLICT"
 

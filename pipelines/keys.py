@@ -35,10 +35,10 @@ class Keys:
     def sweeper_lock(self) -> str:
         return f"{self.namespace}:sweeper:lock"
 
-    def auth_epoch(self) -> str:
-        """Counter bumped on every revocation; API processes drop cached credentials when
-        it moves, so a revoked key, session or user stops working on every replica at once."""
-        return f"{self.namespace}:auth:epoch"
+    def auth_revocations(self) -> str:
+        """Channel of revocation notices (a user id each); every API process drops that
+        user's cached credentials, so a revoked key, session or user stops everywhere."""
+        return f"{self.namespace}:auth:revoked"
 
     def rate_limit_prefix(self) -> str:
         """Prefix under which the `limits` library keeps its counters."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Public development secrets: accepted only when SWITCHYARD_ENV=development.
+DEV_WEBHOOK_SECRET = "switchyard-dev-webhook-secret"
+DEV_SECRET_KEY = "switchyard-development-secret-key-do-not-use-in-production"
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -25,6 +30,9 @@ class Settings(BaseSettings):
     redis_max_connections: int = 200
 
     max_json_body_bytes: int = 10 * 1024 * 1024
+    # A request body must arrive within this long of the request's start (else 408 and the
+    # connection closes); the request head has uvicorn's --timeout-keep-alive (api/http_guard.py).
+    body_read_timeout_s: float = Field(default=60.0, gt=0)
     sse_keepalive_s: float = 15.0
     max_sse_lifetime_s: float = 3600.0
     chat_timeout_s: float = 600.0
@@ -36,9 +44,21 @@ class Settings(BaseSettings):
     event_stream_maxlen: int = 10_000
     event_stream_ttl_s: int = 6 * 3600
 
-    # Signs webhook bodies (X-Switchyard-Signature); set it in production.
-    webhook_secret: SecretStr = SecretStr("switchyard-dev-webhook-secret")
+    # `development` accepts the public development secrets (with a warning); `production`
+    # refuses to start the API or workers without real ones (`require_real_secrets`).
+    # `switchyard dev` sets development and keeps generated secrets under var/.
+    environment: Literal["development", "production"] = Field(
+        default="production", validation_alias="switchyard_env")
+
+    # Signs webhook bodies (X-Switchyard-Signature); a real one is required in production.
+    webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     webhook_timeout_s: float = 10.0
+    # Outbound URLs that users and admins give (webhooks, model base URLs) must resolve to
+    # public addresses (pipelines/outbound.py). OUTBOUND_ALLOW_PRIVATE lets private and
+    # loopback ones through for every host, OUTBOUND_ALLOWED_HOSTS (comma-separated) for
+    # the named hosts only. Link-local and cloud metadata addresses never pass.
+    outbound_allow_private: bool = False
+    outbound_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Workers
     stream_flush_ms: float = 10.0
@@ -55,8 +75,11 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(default=12 * 3600, ge=60)
     open_registration: bool = False
     # How long a verified key or session is trusted in-process; revocations still apply at
-    # once, because each request compares a Redis revocation epoch (api/auth.py).
+    # once: they are pushed to every API process over its pub/sub connection (api/auth.py).
     auth_cache_ttl_s: float = 30.0
+    # Peers whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated): the
+    # fronting proxies. None by default, so the client is the TCP peer (api/app.py).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Rate limits (api/limits.py), shared by all replicas through Redis. A tier maps route
     # groups (auth, chat, search, upload, general) to `limits` strings; a group a tier
@@ -76,8 +99,12 @@ class Settings(BaseSettings):
     bootstrap_rate_limit_tier: str = "admin"
     # Tier for requests without credentials (login, register), counted per client address.
     anonymous_rate_limit_tier: str = "default"
+    # Login attempts per client address, and failed logins of one account from one
+    # address: an address is slowed down, never the account, so nobody can lock a user out.
     login_limit_per_account: str = "10/minute"
     login_limit_per_address: str = "30/minute"
+    # Invalid API keys or session tokens per client address, checked before the lookup.
+    auth_failure_limit_per_address: str = "30/minute"
     # Tokens a key may spend per UTC day across chat jobs; 0 means no budget.
     daily_token_budget: int = Field(default=0, ge=0)
 
@@ -117,3 +144,30 @@ class Settings(BaseSettings):
     ask_max_context_chars: int = Field(default=24_000, ge=1000)
     # HNSW candidate list per query (pgvector's hnsw.ef_search); more is slower, higher recall.
     hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
+
+    @field_validator("outbound_allowed_hosts", "trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    def require_real_secrets(self) -> None:
+        """Refuse to run outside development with a missing, short or public secret.
+
+        Called at the API's and the workers' start: a default secret lets anyone forge
+        sessions (SWITCHYARD_SECRET_KEY) or webhook signatures (WEBHOOK_SECRET).
+        """
+        if self.environment == "development":
+            return
+        key = self.switchyard_secret_key.get_secret_value() if self.switchyard_secret_key else ""
+        weak = [name for name, value, public in (
+            ("SWITCHYARD_SECRET_KEY", key, DEV_SECRET_KEY),
+            ("WEBHOOK_SECRET", self.webhook_secret.get_secret_value(), DEV_WEBHOOK_SECRET),
+        ) if value == public or len(value.encode()) < MIN_SECRET_BYTES]
+        if weak:
+            raise ValueError(
+                f"{' and '.join(weak)} must be set to random secrets of at least "
+                f"{MIN_SECRET_BYTES} bytes (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`); SWITCHYARD_ENV=development accepts "
+                "the public development defaults instead.")

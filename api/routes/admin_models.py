@@ -15,6 +15,7 @@ from starlette.routing import Route
 from api.bodies import parse
 from api.context import Services, principal, services
 from api.openapi import doc
+from pipelines import outbound
 from pipelines.db import models as models_db
 from pipelines.errors import Conflict, InvalidInput, ModelNotFound, PermissionDenied
 from pipelines.model_seed import row_values
@@ -48,8 +49,15 @@ def _json(model: Any, status: int = 200) -> Response:
 
 
 async def _check(svc: Services, model_id: str, provider: str, upstream_model: str,
-                 fallbacks: list[str]) -> None:
-    """Reject what the worker could only fail on later."""
+                 fallbacks: list[str], base_url: str | None) -> None:
+    """Reject what the worker could only fail on later, and a base URL reaching a
+    link-local or metadata address (always) or a private one (unless the outbound policy
+    allows it): admins are trusted, but a stolen admin session should not read the cloud
+    metadata service through a model."""
+    if base_url is not None:
+        settings = svc.settings
+        await outbound.check_async(base_url, outbound.OutboundPolicy.of(
+            settings.outbound_allow_private, settings.outbound_allowed_hosts))
     if provider == "dev" and upstream_model not in ("echo", "lorem"):
         raise InvalidInput("A dev model's upstream_model is 'echo' or 'lorem'.")
     for fallback in fallbacks:
@@ -67,7 +75,8 @@ async def create_model(request: Request) -> Response:
     body = await parse(request, ModelCreate, svc.settings.max_json_body_bytes)
     if body.id in DEV_MODELS:
         raise Conflict(f"'{body.id}' is a built-in development model.")
-    await _check(svc, body.id, body.provider, body.upstream_model, body.fallbacks)
+    await _check(svc, body.id, body.provider, body.upstream_model, body.fallbacks,
+                 body.base_url)
     async with svc.engine.begin() as conn:
         row = (await conn.execute(models_db.insert_model(
             body.id, row_values(body, svc.models.box)))).first()
@@ -114,7 +123,8 @@ async def update_model(request: Request) -> Response:
             raise InvalidInput(f"'{name}' cannot be null.")
     await _check(svc, model_id, body.provider or current.provider,
                  body.upstream_model or current.upstream_model,
-                 body.fallbacks if body.fallbacks is not None else [])
+                 body.fallbacks if body.fallbacks is not None else [],
+                 body.base_url if "base_url" in given else None)
     values = row_values(body, svc.models.box, fields=set(given))
     async with svc.engine.begin() as conn:
         row = (await conn.execute(models_db.update_model(model_id, values))).first()

@@ -92,7 +92,7 @@ async def _apply(request: Request, user_id: str, values: dict[str, Any]) -> User
             raise UserNotFound(f"No user with id '{user_id}'.")
         if values.get("is_active") is False or "password_hash" in values:
             await conn.execute(sessions_db.revoke_all_for_user(user_id))
-    await authenticator(request).revoked()
+    await authenticator(request).revoked(user_id)
     return UserRead.model_validate(row, from_attributes=True)
 
 

@@ -36,14 +36,17 @@ async def login(request: Request) -> Response:
     svc = services(request)
     body = await parse(request, LoginRequest, _AUTH_BODY_LIMIT)
     email = accounts.normalize_email(body.email)
+    address = client_address(request.scope)
     if svc.limiter is not None:
-        await svc.limiter.check_login(email, client_address(request.scope))
+        await svc.limiter.check_login(email, address)
     async with svc.autocommit.connect() as conn:
         row = (await conn.execute(users_db.by_email(email))).first()
     # Argon2 is deliberately slow: keep it off the event loop.
     ok = await anyio.to_thread.run_sync(
         accounts.verify_password, row.password_hash if row else None, body.password)
     if not ok or row is None or not row.is_active:
+        if svc.limiter is not None:
+            await svc.limiter.login_failed(email, address)
         raise InvalidCredentials("The email or password is wrong.")
     issued = accounts.issue_token(str(row.id), svc.auth.secret_key,
                                   svc.settings.session_ttl_s)
@@ -63,7 +66,7 @@ async def logout(request: Request) -> Response:
     if who.session_id is not None:
         async with services(request).engine.begin() as conn:
             revoked = (await conn.execute(sessions_db.revoke(who.session_id))).rowcount > 0
-        await authenticator(request).revoked()
+        await authenticator(request).revoked(who.id)
     return json(LogoutResponse(revoked=revoked))
 
 

@@ -63,7 +63,7 @@ async def revoke_key(request: Request) -> Response:
             row = (await conn.execute(keys_db.revoke(key_id, who.id))).first()
     if row is None:
         raise ApiKeyNotFound(f"No active API key with id '{key_id}'.")
-    await authenticator(request).revoked()
+    await authenticator(request).revoked(who.id)
     return json(KeyRead.model_validate(row, from_attributes=True))
 
 

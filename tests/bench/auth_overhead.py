@@ -136,6 +136,7 @@ def standalone(args: argparse.Namespace) -> dict[str, Any]:
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_server.url,
                "SWITCHYARD_NAMESPACE": "bench-auth", "LOG_LEVEL": "WARNING",
                "SWITCHYARD_SECRET_KEY": "bench-secret-key-0123456789abcdef0123",
+               "WEBHOOK_SECRET": "bench-webhook-secret-0123456789abcdef0123",
                "RATE_LIMIT_TIERS": json.dumps(BENCH_TIERS)}
         urls, processes = {}, []
         for name, enabled in (("with", "true"), ("without", "false")):

@@ -104,6 +104,8 @@ def bench_stack(database_url: str, redis_url: str, *, worker_processes: int = 2,
     full_env = {
         **os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
         "SWITCHYARD_ADMIN_KEY": f"sy-bench-{secrets.token_urlsafe(12)}",
+        "SWITCHYARD_SECRET_KEY": secrets.token_urlsafe(48),
+        "WEBHOOK_SECRET": secrets.token_urlsafe(48), "OUTBOUND_ALLOW_PRIVATE": "true",
         "SWITCHYARD_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "WARNING",
         **(env or {}),
     }

@@ -180,6 +180,11 @@ def _start_stack(
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "SWITCHYARD_ADMIN_KEY": f"sy-test-{secrets.token_urlsafe(18)}",
+        # Real secrets, as production requires (the API and workers refuse the defaults).
+        "SWITCHYARD_SECRET_KEY": secrets.token_urlsafe(48),
+        "WEBHOOK_SECRET": secrets.token_urlsafe(48),
+        # Fake upstreams and webhook receivers listen on loopback.
+        "OUTBOUND_ALLOW_PRIVATE": "true",
         "SWITCHYARD_NAMESPACE": f"systack-{uuid.uuid4().hex[:12]}",
         "PYTHONUNBUFFERED": "1",
         **(env or {}),

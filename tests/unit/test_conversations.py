@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ class FakeSummariser:
         self.answer = answer
         self.requests: list[dict[str, Any]] = []
 
-    def stream(self, request: dict[str, Any]) -> Iterator[ChatChunk]:
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         self.requests.append(request)
         half = len(self.answer) // 2
         yield ChatChunk(text=self.answer[:half])
@@ -146,11 +147,12 @@ def test_summarise_streams_the_summary_as_deltas_and_returns_it_stripped():
     model = FakeSummariser("  Ada introduced herself.  ")
     events: list[tuple[str, dict[str, Any]]] = []
 
-    def emit(type: str, data: dict[str, Any]) -> bool:
+    async def emit(type: str, data: dict[str, Any]) -> bool:
         events.append((type, data))
         return False
 
-    summary = summarise(model, "fake", turns(("user", "I am Ada")), emit, max_tokens=32)
+    summary = asyncio.run(summarise(model, "fake", turns(("user", "I am Ada")), emit,
+                                    max_tokens=32))
     assert summary == "Ada introduced herself."
     assert "".join(d["text"] for t, d in events if t == "delta") == model.answer
     assert model.requests[0]["max_tokens"] == 32

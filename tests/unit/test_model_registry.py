@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -70,34 +71,50 @@ def test_cost_is_exact_per_million_tokens():
 
 
 class _Down:
-    def stream(self, request: dict[str, Any]) -> Iterator[ChatChunk]:
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         raise UpstreamUnavailable("down")
+        yield ChatChunk()  # never reached; makes this an async generator like a provider
 
 
 class _Text:
     def __init__(self, text: str, fail: bool = False) -> None:
         self.text, self.fail = text, fail
 
-    def stream(self, request: dict[str, Any]) -> Iterator[ChatChunk]:
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         yield ChatChunk(text=self.text)
         if self.fail:
             raise UpstreamError("broke after output", status=502)
         yield ChatChunk(finish_reason="stop", usage=Usage(1, 1))
 
 
+class _Events:
+    """An emit that records what it publishes and never reports a cancellation."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, type_: str, data: dict[str, Any]) -> bool:
+        self.events.append((type_, data))
+        return False
+
+
+def fallbacks(candidates: list[tuple[str, Any]], emit: _Events) -> dict[str, Any]:
+    request = {"model": candidates[0][0], "messages": []}
+    return asyncio.run(complete_with_fallbacks(candidates, request, emit))
+
+
 def test_the_next_fallback_answers_when_a_model_is_down_before_output():
-    events: list[tuple[str, dict[str, Any]]] = []
-    result = complete_with_fallbacks(
-        [("primary", _Down()), ("second", _Down()), ("third", _Text("hi"))],
-        {"model": "primary", "messages": []}, lambda t, d: events.append((t, d)) or False)
+    emit = _Events()
+    result = fallbacks([("primary", _Down()), ("second", _Down()), ("third", _Text("hi"))], emit)
     assert result["model"] == "third" and result["fallback_from"] == "primary"
-    assert result["content"] == "hi" and events == [("delta", {"text": "hi"})]
+    assert result["content"] == "hi"
+    assert [(t, d["text"]) for t, d in emit.events] == [("delta", "hi")]
 
 
 def test_a_failure_after_output_does_not_fall_back():
+    emit = _Events()
     with pytest.raises(UpstreamError):
-        complete_with_fallbacks([("a", _Text("partial", fail=True)), ("b", _Text("other"))],
-                                {"model": "a", "messages": []}, lambda t, d: False)
+        fallbacks([("a", _Text("partial", fail=True)), ("b", _Text("other"))], emit)
+    assert [d["text"] for _, d in emit.events] == ["partial"]
     with pytest.raises(UpstreamUnavailable):
-        complete_with_fallbacks([("a", _Down())], {"model": "a", "messages": []},
-                                lambda t, d: False)
+        fallbacks([("a", _Down())], _Events())

@@ -10,8 +10,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from pipelines.errors import UpstreamUnavailable
+from pipelines.errors import UpstreamUnavailable, UrlNotAllowed
+from pipelines.outbound import OutboundPolicy
 from pipelines.webhooks import SIGNATURE_HEADER, deliver, sign
+
+# The receiver listens on loopback, which only this policy lets through.
+LOOPBACK_OK = OutboundPolicy(allow_private=True)
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -47,7 +51,7 @@ def test_signature_is_the_hmac_sha256_of_the_body() -> None:
 
 def test_delivery_posts_the_job_with_a_verifiable_signature(receiver) -> None:
     url, handler = receiver
-    assert deliver(url, {"id": "j1", "status": "succeeded"}, "s3cret") == 200
+    assert deliver(url, {"id": "j1", "status": "succeeded"}, "s3cret", policy=LOOPBACK_OK) == 200
     headers, body = handler.received[0]
     assert body == b'{"id":"j1","status":"succeeded"}'
     assert headers[SIGNATURE_HEADER] == sign(body, "s3cret")
@@ -57,15 +61,31 @@ def test_a_receiver_5xx_is_transient_so_the_delivery_is_retried(receiver) -> Non
     url, handler = receiver
     handler.status = 503
     with pytest.raises(UpstreamUnavailable):
-        deliver(url, {"id": "j1"}, "s3cret")
+        deliver(url, {"id": "j1"}, "s3cret", policy=LOOPBACK_OK)
 
 
 def test_a_receiver_4xx_is_final_and_not_retried(receiver) -> None:
     url, handler = receiver
     handler.status = 410
-    assert deliver(url, {"id": "j1"}, "s3cret") == 410
+    assert deliver(url, {"id": "j1"}, "s3cret", policy=LOOPBACK_OK) == 410
 
 
 def test_an_unreachable_receiver_is_transient() -> None:
     with pytest.raises(UpstreamUnavailable):
-        deliver("http://127.0.0.1:9/hook", {"id": "j1"}, "s3cret", timeout_s=1)
+        deliver("http://127.0.0.1:9/hook", {"id": "j1"}, "s3cret", policy=LOOPBACK_OK,
+                timeout_s=1)
+
+
+def test_a_loopback_receiver_is_refused_without_the_operators_setting(receiver) -> None:
+    url, handler = receiver
+    with pytest.raises(UrlNotAllowed):
+        deliver(url, {"id": "j1"}, "s3cret", policy=OutboundPolicy())
+    assert handler.received == []
+
+
+def test_userinfo_in_the_url_is_not_sent_as_credentials(receiver) -> None:
+    url, handler = receiver
+    with_userinfo = url.replace("http://", "http://alice:hunter2@")
+    assert deliver(with_userinfo, {"id": "j1"}, "s3cret", policy=LOOPBACK_OK) == 200
+    headers, _ = handler.received[0]
+    assert "Authorization" not in headers
