@@ -121,6 +121,8 @@ def dev(args: argparse.Namespace) -> int:
             or _kept_secret(var_dir / "secret-key"),
             WEBHOOK_SECRET=os.environ.get("WEBHOOK_SECRET")
             or _kept_secret(var_dir / "webhook-secret"),
+            # dev/echo and dev/lorem: off by default, on for the local system.
+            DEV_MODELS_ENABLED=os.environ.get("DEV_MODELS_ENABLED", "true"),
         )
         children = {
             "api": spawn(web_command(args.host, args.port), env=env, cwd=project_dir),

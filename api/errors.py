@@ -49,6 +49,9 @@ STATUS: dict[type[domain.DomainError], int] = {
     domain.UnsupportedFileType: 415,
     domain.EmptyDocument: 422,
     domain.CorruptDocument: 422,
+    domain.DocumentTooLarge: 413,
+    # OpenAI and Anthropic both answer 400 to max_tokens above the model's limit.
+    domain.MaxTokensTooLarge: 400,
 }
 
 _OPENAI_PREFIXES = ("/v1/chat/", "/v1/models", "/v1/embeddings", "/v1/completions")
@@ -185,6 +188,10 @@ _JOB_ERROR_STATUS = {
     "MODEL_UNAVAILABLE": 503,
     "VALIDATION_FAILED": 422,
     "CANCELLED": 409,
+    # The answer outgrew what a job may store or stream: the upstream's answer is refused.
+    "RESULT_TOO_LARGE": 502,
+    "EVENT_TOO_LARGE": 502,
+    "EVENT_STREAM_TOO_LARGE": 502,
 }
 
 

@@ -56,6 +56,8 @@ async def submit_job(
         settings = services.settings
         await outbound.check_async(webhook_url, outbound.OutboundPolicy.of(
             settings.outbound_allow_private, settings.outbound_allowed_hosts))
+    if kind in ("chat", "compare"):  # max_tokens over a model's cap: 400, and no job
+        await services.models.check_job_output_tokens(input)
     job_id = job_id or jobs_db.new_job_id()
     # A lone INSERT needs no transaction around it (one round trip instead of three).
     async with (services.engine.begin() if on_submit else services.autocommit.connect()) as conn:

@@ -7,7 +7,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipelines.model_seed import seed_models, seed_specs
-from pipelines.models import AsyncModelRegistry
+from pipelines.models import AsyncModelRegistry, dev_models
 from pipelines.secretbox import secret_box
 from schemas.settings import Settings
 
@@ -32,4 +32,7 @@ async def start_model_registry(settings: Settings, engine: AsyncEngine) -> Async
     if specs:
         written = await seed_models(engine, box, specs)
         log.info("model registry seeded: %d of %d models written", written, len(specs))
-    return AsyncModelRegistry(engine, box, ttl_s=settings.model_cache_ttl_s)
+    return AsyncModelRegistry(
+        engine, box, ttl_s=settings.model_cache_ttl_s,
+        dev=dev_models(enabled=settings.dev_models_enabled,
+                       max_output_tokens=settings.dev_max_tokens))

@@ -102,6 +102,47 @@ class CorruptDocument(DomainError):
     code = "CORRUPT_DOCUMENT"
 
 
+class DocumentTooLarge(DomainError):
+    """Reading the document would pass an ingest limit (pages, inflated bytes, elements,
+    cells, chunks, memory); `details` names the limit (pipelines/ingest/limits.py)."""
+
+    code = "DOCUMENT_TOO_LARGE"
+
+
+class IngestTimedOut(DocumentTooLarge):
+    """The document took longer than the ingest time limit."""
+
+    code = "INGEST_TIMEOUT"
+
+
+class MaxTokensTooLarge(InvalidInput):
+    """A request asks for more output tokens than its model's `max_output_tokens`."""
+
+
+class OutputTooLarge(DomainError):
+    """A job's output passed a size limit (pipelines/output_limits.py, pipelines/events.py)."""
+
+    code = "OUTPUT_TOO_LARGE"
+
+
+class EventTooLarge(OutputTooLarge):
+    """One event's encoded data is larger than MAX_EVENT_BYTES."""
+
+    code = "EVENT_TOO_LARGE"
+
+
+class EventStreamFull(OutputTooLarge):
+    """A job has published more than EVENT_STREAM_MAX_BYTES of events."""
+
+    code = "EVENT_STREAM_TOO_LARGE"
+
+
+class ResultTooLarge(OutputTooLarge):
+    """A job's encoded result is larger than MAX_RESULT_BYTES."""
+
+    code = "RESULT_TOO_LARGE"
+
+
 class InvalidCredentials(DomainError):
     """Wrong email or password (deliberately not saying which)."""
 

@@ -22,6 +22,10 @@ class Keys:
     def cancel(self, job_id: str) -> str:
         return f"{self.namespace}:job:{{{job_id}}}:cancel"
 
+    def event_bytes(self, job_id: str) -> str:
+        """Bytes of event data the job has published (capped by the publish script)."""
+        return f"{self.namespace}:job:{{{job_id}}}:bytes"
+
     def channel(self, job_id: str) -> str:
         return f"{self.namespace}:job:{{{job_id}}}:live"
 

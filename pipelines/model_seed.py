@@ -23,19 +23,20 @@ from schemas.models import ModelCreate, ModelFields
 # A small default set per provider: cheap, fast models that exist on the public APIs.
 DEFAULT_OPENAI_MODELS: tuple[dict[str, Any], ...] = (
     {"id": "gpt-4o-mini", "upstream_model": "gpt-4o-mini", "context_window": 128_000,
-     "capabilities": ["chat", "streaming", "tools", "vision"],
+     "capabilities": ["chat", "streaming", "tools", "vision"], "max_output_tokens": 16_384,
      "input_price_per_mtok": 0.15, "output_price_per_mtok": 0.60},
     {"id": "gpt-4o", "upstream_model": "gpt-4o", "context_window": 128_000,
-     "capabilities": ["chat", "streaming", "tools", "vision"],
+     "capabilities": ["chat", "streaming", "tools", "vision"], "max_output_tokens": 16_384,
      "input_price_per_mtok": 2.50, "output_price_per_mtok": 10.00},
 )
 DEFAULT_ANTHROPIC_MODELS: tuple[dict[str, Any], ...] = (
     {"id": "claude-3-5-haiku-latest", "upstream_model": "claude-3-5-haiku-latest",
      "context_window": 200_000, "capabilities": ["chat", "streaming", "tools"],
-     "input_price_per_mtok": 0.80, "output_price_per_mtok": 4.00},
+     "max_output_tokens": 8_192, "input_price_per_mtok": 0.80, "output_price_per_mtok": 4.00},
     {"id": "claude-sonnet-4-0", "upstream_model": "claude-sonnet-4-0",
      "context_window": 200_000, "capabilities": ["chat", "streaming", "tools", "vision"],
-     "input_price_per_mtok": 3.00, "output_price_per_mtok": 15.00},
+     "max_output_tokens": 64_000, "input_price_per_mtok": 3.00,
+     "output_price_per_mtok": 15.00},
 )
 _ENTRIES = TypeAdapter(list[ModelCreate])
 

@@ -106,9 +106,9 @@ def info_from_row(row: Any, box: SecretBox) -> ModelInfo:
         input_price_per_mtok=float(row.input_price_per_mtok),
         output_price_per_mtok=float(row.output_price_per_mtok),
         base_url=row.base_url, fallbacks=tuple(row.fallbacks or ()), timeout_s=row.timeout_s,
-        max_output_tokens=row.max_output_tokens, enabled=row.enabled, source=row.source, created_at=row.created_at,
-        updated_at=row.updated_at, api_key=box.open(row.api_key) if row.api_key else None,
-        has_api_key=bool(row.api_key),
+        max_output_tokens=row.max_output_tokens, enabled=row.enabled, source=row.source,
+        created_at=row.created_at, updated_at=row.updated_at,
+        api_key=box.open(row.api_key) if row.api_key else None, has_api_key=bool(row.api_key),
     )
 
 

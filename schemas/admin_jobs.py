@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from schemas.jobs import JobRead
+from schemas.jobs import JobRead, JobSummary
 
 
 class AdminJobRead(JobRead):
@@ -13,8 +13,14 @@ class AdminJobRead(JobRead):
     owner_id: str
 
 
+class AdminJobSummary(JobSummary):
+    """A job in the operators' listing: its state and owner, without input and result."""
+
+    owner_id: str
+
+
 class AdminJobList(BaseModel):
-    data: list[AdminJobRead]
+    data: list[AdminJobSummary]
     next_cursor: str | None
 
 

@@ -63,14 +63,15 @@ class JobLinks(BaseModel):
     events: str
 
 
-class JobRead(BaseModel):
+class JobSummary(BaseModel):
+    """A job as listings show it: without `input` and `result`, which can be megabytes each
+    (listings read neither column); `GET /v1/jobs/{id}` has both."""
+
     id: str
     kind: str
     status: JobStatus
     progress: float
     attempts: int
-    input: dict[str, Any]
-    result: Any = None
     error: JobError | None = None
     parent_id: str | None = None
     created_at: datetime
@@ -79,8 +80,13 @@ class JobRead(BaseModel):
     links: JobLinks
 
 
+class JobRead(JobSummary):
+    input: dict[str, Any]
+    result: Any = None
+
+
 class JobList(BaseModel):
-    data: list[JobRead]
+    data: list[JobSummary]
     next_cursor: str | None
 
 

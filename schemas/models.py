@@ -33,6 +33,9 @@ class ModelFields(BaseModel):
     output_price_per_mtok: float | None = Field(default=None, ge=0, le=1_000_000)
     fallbacks: list[str] | None = Field(default=None, max_length=8)
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    # Most output tokens one request may ask for; null: no cap of our own. Requests over it
+    # are refused with 400, and requests without max_tokens get it (pipelines/models.py).
+    max_output_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=2000)
 
@@ -73,6 +76,7 @@ class ModelRead(BaseModel):
     output_price_per_mtok: float
     fallbacks: list[str]
     timeout_s: float | None
+    max_output_tokens: int | None
     enabled: bool
     description: str
     source: str

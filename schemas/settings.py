@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     sweeper_stale_after_s: float = 120.0
     event_stream_maxlen: int = 10_000
     event_stream_ttl_s: int = 6 * 3600
+    # What one job may output (pipelines/events.py, pipelines/output_limits.py): each
+    # event's encoded data, all of its events together, and its stored result. A terminal
+    # event is always accepted, so every job can end; the result it carries is capped.
+    max_event_bytes: int = Field(default=4 * 1024 * 1024, ge=4096)
+    event_stream_max_bytes: int = Field(default=32 * 1024 * 1024, ge=4096)
+    max_result_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
     # `development` accepts the public development secrets (with a warning); `production`
     # refuses to start the API or workers without real ones (`require_real_secrets`).
@@ -121,6 +127,10 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(default=60.0, gt=0)
     upstream_max_retries: int = Field(default=2, ge=0)
     upstream_backoff_base_s: float = Field(default=0.5, ge=0)
+    # Development models (dev/echo, dev/lorem): off unless enabled (`switchyard dev` and the
+    # test stacks turn them on); they answer at most DEV_MAX_TOKENS tokens.
+    dev_models_enabled: bool = False
+    dev_max_tokens: int = Field(default=4096, ge=1)
 
     # Knowledge bases (pipelines/ingest, pipelines/retrieve.py). EMBEDDING_PROVIDER is
     # local (MiniLM-L6-v2 on the CPU, needs the local-embeddings extra), openai (any
@@ -138,6 +148,18 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=150, ge=0)
     file_store_dir: str = "./var/files"
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # What one document may cost to ingest (pipelines/ingest/limits.py), each checked
+    # before the step it guards; passing one fails the document with DOCUMENT_TOO_LARGE
+    # (INGEST_TIMEOUT for the time limit). Files are read in a child process that may use
+    # INGEST_MAX_MEMORY_BYTES of address space beyond the parser libraries it starts with.
+    ingest_max_pages: int = Field(default=2000, ge=1)
+    ingest_max_inflated_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    ingest_max_elements: int = Field(default=200_000, ge=1)
+    ingest_max_columns: int = Field(default=10_000, ge=1)
+    ingest_max_cells: int = Field(default=2_000_000, ge=1)
+    ingest_max_chunks: int = Field(default=50_000, ge=1)
+    ingest_timeout_s: float = Field(default=600.0, gt=0)
+    ingest_max_memory_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=64 * 1024 * 1024)
     # Ask answers "nothing relevant" unless a retrieved chunk shares a keyword with the
     # question or has at least this cosine similarity to it.
     ask_min_similarity: float = Field(default=0.3, ge=-1, le=1)

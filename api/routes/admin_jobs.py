@@ -21,10 +21,17 @@ from api.context import services
 from api.errors import ApiError
 from api.job_control import cancel_job, retry_job
 from api.openapi import doc
-from api.routes.jobs import job_read
+from api.routes.jobs import job_read, job_summary
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict, JobNotFound
-from schemas.admin_jobs import AdminJobList, AdminJobRead, JobCount, JobStats, RunTimes
+from schemas.admin_jobs import (
+    AdminJobList,
+    AdminJobRead,
+    AdminJobSummary,
+    JobCount,
+    JobStats,
+    RunTimes,
+)
 from schemas.jobs import JobStatus
 
 STATS_WINDOW_S = 3600
@@ -33,6 +40,10 @@ _MAX_PAGE = 100
 
 def admin_job_read(row: Row[Any]) -> AdminJobRead:
     return AdminJobRead(**dict(job_read(row)), owner_id=row.owner_id)
+
+
+def admin_job_summary(row: Row[Any]) -> AdminJobSummary:
+    return AdminJobSummary(**dict(job_summary(row)), owner_id=row.owner_id)
 
 
 @doc("Every owner's jobs, newest first, keyset-paged like GET /v1/jobs",
@@ -60,7 +71,8 @@ async def list_jobs(request: Request) -> Response:
         ))).all()
     page, more = rows[:limit], len(rows) > limit
     next_cursor = jobs_db.encode_cursor(page[-1].created_at, str(page[-1].id)) if more else None
-    return json(AdminJobList(data=[admin_job_read(r) for r in page], next_cursor=next_cursor))
+    return json(AdminJobList(data=[admin_job_summary(r) for r in page],
+                             next_cursor=next_cursor))
 
 
 def _text(params: Any, name: str) -> str | None:

@@ -38,7 +38,8 @@ def _read(row: Any) -> ModelRead:
         context_window=row.context_window, capabilities=list(row.capabilities or []),
         input_price_per_mtok=float(row.input_price_per_mtok),
         output_price_per_mtok=float(row.output_price_per_mtok),
-        fallbacks=list(row.fallbacks or []), timeout_s=row.timeout_s, enabled=row.enabled,
+        fallbacks=list(row.fallbacks or []), timeout_s=row.timeout_s,
+        max_output_tokens=row.max_output_tokens, enabled=row.enabled,
         description=row.description, source=row.source, created_at=row.created_at,
         updated_at=row.updated_at,
     )

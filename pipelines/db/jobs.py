@@ -100,6 +100,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromisoformat(created), job_id
 
 
+# What a listing reads: every column but `input` and `result`, which can be megabytes each
+# (one unbounded answer once made `GET /v1/jobs?limit=1` take 2 s).
+LISTING_COLUMNS = tuple(c for c in jobs.c if c.name not in ("input", "result"))
+
+
 def list_for_owner(
     owner_id: str,
     *,
@@ -108,9 +113,10 @@ def list_for_owner(
     kind: str | None = None,
     cursor: tuple[datetime, str] | None = None,
 ) -> Select:
-    """Newest first, keyset-paged on (created_at, id) so pages stay stable under inserts."""
-    return _page(select(jobs).where(jobs.c.owner_id == owner_id), limit=limit, status=status,
-                 kind=kind, cursor=cursor)
+    """Newest first, keyset-paged on (created_at, id) so pages stay stable under inserts;
+    `LISTING_COLUMNS` only."""
+    return _page(select(*LISTING_COLUMNS).where(jobs.c.owner_id == owner_id), limit=limit,
+                 status=status, kind=kind, cursor=cursor)
 
 
 def list_all(
@@ -122,7 +128,7 @@ def list_all(
     cursor: tuple[datetime, str] | None = None,
 ) -> Select:
     """Every owner's jobs for operators, paged like `list_for_owner`."""
-    stmt = select(jobs)
+    stmt = select(*LISTING_COLUMNS)
     if owner_id:
         stmt = stmt.where(jobs.c.owner_id == owner_id)
     return _page(stmt, limit=limit, status=status, kind=kind, cursor=cursor)

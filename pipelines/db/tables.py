@@ -132,6 +132,8 @@ models = Table(
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     Column("description", Text, nullable=False, server_default=""),
     Column("source", Text, nullable=False, server_default="admin"),
+    # Most output tokens one request may ask for (NULL: no cap of our own); migration 0007.
+    Column("max_output_tokens", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -16,8 +16,12 @@ Strategy, per measured cost (see tests/bench/ingest_probe.py):
   we feed it paragraphs built from PDFium's text lines instead (pypdfium2): pdfminer's
   layout analysis ran at ~0.04-0.08 MB of text/s, PDFium's extraction at ~1.7 MB/s.
   No OCR: a scanned PDF has no text and fails as `EmptyDocument`.
-- unstructured pings a telemetry endpoint at import unless opted out: `_import_unstructured`
+- unstructured pings a telemetry endpoint at import unless opted out: `opt_out_of_telemetry`
   sets the opt-out before the first import.
+
+Each type's cheap size checks (pipelines/ingest/limits.py) run before its parser. A parser's
+failure reaches the user as a code and a plain sentence; what the parser said goes to the
+log, since it can name server paths and library internals.
 """
 
 from __future__ import annotations
@@ -32,7 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.errors import CorruptDocument, EmptyDocument, UnsupportedFileType
+from pipelines.errors import (
+    CorruptDocument,
+    DocumentTooLarge,
+    DomainError,
+    EmptyDocument,
+    UnsupportedFileType,
+)
+from pipelines.ingest.limits import IngestLimits, check_count, check_csv, check_docx, too_large
 
 if TYPE_CHECKING:
     from unstructured.documents.elements import Element
@@ -63,6 +74,10 @@ _MIME = {  # recorded as element `filetype`
     "csv": "text/csv", "json": "application/json",
 }
 SUPPORTED_TYPES = frozenset(_MIME)
+_LABELS = {  # "could not be read as …"
+    "txt": "plain text", "md": "Markdown", "html": "HTML", "pdf": "a PDF",
+    "docx": "a Word document", "csv": "CSV", "json": "JSON",
+}
 
 
 @dataclass(slots=True)
@@ -89,8 +104,10 @@ def is_supported(filename: str, content_type: str | None) -> bool:
     return detect_file_type(filename, content_type) is not None
 
 
-def partition_file(path: Path, content_type: str | None, filename: str) -> PartitionedDocument:
-    """Partition the file at `path` (uploaded as `filename`) into elements."""
+def partition_file(path: Path, content_type: str | None, filename: str,
+                   limits: IngestLimits | None = None) -> PartitionedDocument:
+    """Partition the file at `path` (uploaded as `filename`) into elements, within `limits`."""
+    limits = limits or IngestLimits()
     file_type = detect_file_type(filename, content_type)
     if file_type is None:
         raise UnsupportedFileType(
@@ -102,15 +119,21 @@ def partition_file(path: Path, content_type: str | None, filename: str) -> Parti
         raise EmptyDocument(f"{filename!r} is empty")
     _import_unstructured()
     try:
-        elements, page_count = _PARTITIONERS[file_type](path, filename)
-    except (EmptyDocument, CorruptDocument):
+        elements, page_count = _PARTITIONERS[file_type](path, filename, limits)
+    except DomainError:
         raise
+    except MemoryError:
+        raise too_large(filename, "bytes of memory", limits.max_memory_bytes) from None
+    except RecursionError:
+        raise DocumentTooLarge(f"{filename!r} is nested too deeply to read.",
+                               details={"limit": "nesting"}) from None
     except Exception as exc:  # a parser's failure on this file is the file's fault
-        logger.info("partition of %r as %s failed", filename, file_type, exc_info=True)
+        logger.warning("partition of %r as %s failed", filename, file_type, exc_info=True)
         raise CorruptDocument(
-            f"{filename!r} could not be read as {file_type}: {type(exc).__name__}: {exc}",
+            f"{filename!r} could not be read as {_LABELS[file_type]}.",
             details={"filename": filename, "file_type": file_type},
         ) from exc
+    check_count(filename, "elements", len(elements), limits.max_elements)
     elements = [e for e in elements if (e.text or "").strip()]
     if not elements:
         hint = " (a scanned PDF needs OCR, which is not enabled)" if file_type == "pdf" else ""
@@ -121,18 +144,18 @@ def partition_file(path: Path, content_type: str | None, filename: str) -> Parti
     return PartitionedDocument(file_type, elements, page_count)
 
 
-# -- per-type partitioners: (path, filename) -> (elements, page count or None) ----------------
+# -- per-type partitioners: (path, filename, limits) -> (elements, page count or None) --------
 
 _FAST: dict[str, Any] = {"languages": ["eng"], "detect_language_per_element": False}
 
 
-def _txt(path: Path, filename: str) -> tuple[list[Element], int | None]:
+def _txt(path: Path, filename: str, limits: IngestLimits) -> tuple[list[Element], int | None]:
     from unstructured.partition.text import partition_text
 
     return partition_text(str(path), **_FAST), None
 
 
-def _md(path: Path, filename: str) -> tuple[list[Element], int | None]:
+def _md(path: Path, filename: str, limits: IngestLimits) -> tuple[list[Element], int | None]:
     # Elements straight from markdown-it's tokens (pipelines/ingest/markdown.py): rendering
     # to HTML for partition_html re-parses and re-classifies what the tokens already say.
     from unstructured.file_utils.encoding import read_txt_file
@@ -143,32 +166,41 @@ def _md(path: Path, filename: str) -> tuple[list[Element], int | None]:
     return markdown_elements(text), None
 
 
-def _html(path: Path, filename: str) -> tuple[list[Element], int | None]:
+def _html(path: Path, filename: str, limits: IngestLimits) -> tuple[list[Element], int | None]:
     from unstructured.partition.html import partition_html
 
     return partition_html(str(path), **_FAST), None
 
 
-def _docx(path: Path, filename: str) -> tuple[list[Element], int | None]:
+def _docx(path: Path, filename: str, limits: IngestLimits) -> tuple[list[Element], int | None]:
     from unstructured.partition.docx import partition_docx
 
+    check_docx(path, filename, limits)
     elements = partition_docx(str(path), include_page_breaks=False, **_FAST)
     pages = {e.metadata.page_number for e in elements if e.metadata.page_number}
     return elements, (max(pages) if pages else None)
 
 
-def _csv(path: Path, filename: str) -> tuple[list[Element], int | None]:
+def _csv(path: Path, filename: str, limits: IngestLimits) -> tuple[list[Element], int | None]:
+    from unstructured.errors import UnprocessableEntityError
     from unstructured.partition.csv import partition_csv
 
-    return partition_csv(str(path), include_header=True, **_FAST), None
+    check_csv(path, filename, limits)
+    try:
+        return partition_csv(str(path), include_header=True, **_FAST), None
+    except UnprocessableEntityError:  # unstructured's own cell count (CSV_MAX_CELLS)
+        raise too_large(filename, "table cells", limits.max_cells) from None
 
 
-def _json(path: Path, filename: str) -> tuple[list[Element], int | None]:
+def _json(path: Path, filename: str, limits: IngestLimits) -> tuple[list[Element], int | None]:
     # unstructured's partition_json only reads its own serialised-elements schema, so
     # arbitrary JSON is flattened here: one section per top-level key or list item.
     from unstructured.documents.elements import Text, Title
 
     data = json.loads(path.read_text(encoding="utf-8-sig"))
+    if isinstance(data, dict | list):  # a Title and a Text per key, a Text per item
+        check_count(filename, "elements", len(data) * (2 if isinstance(data, dict) else 1),
+                    limits.max_elements)
     elements: list[Element] = []
     if isinstance(data, dict):
         for key, value in data.items():
@@ -197,7 +229,7 @@ _HYPHEN_BREAK = re.compile(r"(\w)-\n(\w)")
 _LINE_BREAK = re.compile(r"\s*\n\s*")
 
 
-def _pdf(path: Path, filename: str) -> tuple[list[Element], int | None]:
+def _pdf(path: Path, filename: str, limits: IngestLimits) -> tuple[list[Element], int | None]:
     # PDFium (pypdfium2's wheels, no system libraries) gives each page's text lines with
     # their boxes; lines are joined into paragraphs where the vertical gap or the line
     # height changes (a heading's larger font), and each paragraph is classified by
@@ -208,7 +240,10 @@ def _pdf(path: Path, filename: str) -> tuple[list[Element], int | None]:
     elements: list[Element] = []
     document = pdfium.PdfDocument(str(path))
     try:
+        # PDFium counts the page tree's leaves without loading a page: a tree that lists
+        # one page 200,000 times is refused here instead of extracted 200,000 times.
         page_count = len(document)
+        check_count(filename, "pages", page_count, limits.max_pages)
         for page_number in range(1, page_count + 1):
             page = document[page_number - 1]
             textpage = page.get_textpage()
@@ -219,6 +254,7 @@ def _pdf(path: Path, filename: str) -> tuple[list[Element], int | None]:
                         element = element_from_text(text)
                         element.metadata.page_number = page_number
                         elements.append(element)
+                check_count(filename, "elements", len(elements), limits.max_elements)
             finally:
                 textpage.close()
                 page.close()
@@ -272,13 +308,18 @@ def _import_unstructured() -> None:
     with _setup_lock:
         if _set_up:
             return
-        # unstructured/__init__ sends a telemetry request (and runs nvidia-smi) on import
-        # unless one of these is non-empty; partition calls check them too.
-        os.environ["SCARF_NO_ANALYTICS"] = "true"
-        os.environ["DO_NOT_TRACK"] = "true"
-        os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+        opt_out_of_telemetry()
         _use_rule_based_nlp()
         _set_up = True
+
+
+def opt_out_of_telemetry() -> None:
+    """Set the environment that keeps unstructured from phoning home; before its import."""
+    # unstructured/__init__ sends a telemetry request (and runs nvidia-smi) on import
+    # unless one of these is non-empty; partition calls check them too.
+    os.environ["SCARF_NO_ANALYTICS"] = "true"
+    os.environ["DO_NOT_TRACK"] = "true"
+    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
 
 
 def _use_rule_based_nlp() -> None:

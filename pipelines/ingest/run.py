@@ -1,5 +1,11 @@
 """One document's ingestion: partition → chunk → embed in batches → replace its chunks.
 
+Partitioning and chunking run in a child process with memory and time limits
+(pipelines/ingest/sandbox.py); every size limit is checked before the step it guards
+(pipelines/ingest/limits.py), and the whole ingestion has one deadline, checked again
+between embedding batches. A document that passes a limit ends `failed` with its code
+(DOCUMENT_TOO_LARGE, INGEST_TIMEOUT), and nothing of it is written.
+
 Nothing is written until every vector exists: the old chunks are deleted and the new ones
 inserted in one transaction at the end, under a row lock on the document that also checks
 this job still owns it (a re-ingest hands the document to a newer job; a late older job
@@ -20,8 +26,10 @@ from pipelines.db import knowledge as knowledge_db
 from pipelines.db.tables import knowledge_bases
 from pipelines.embedders.registry import Embedders, EmbeddingSpec
 from pipelines.errors import DomainError
-from pipelines.ingest.chunk import Chunk, chunk_document
-from pipelines.ingest.partition import partition_file
+from pipelines.ingest.chunk import Chunk
+from pipelines.ingest.limits import IngestLimits, timed_out
+from pipelines.ingest.prepare import ChunkOptions
+from pipelines.ingest.sandbox import read_document
 from pipelines.storage import FileStore
 
 # (fraction 0..1, event data) -> None; raises JobCancelled to stop.
@@ -37,6 +45,7 @@ class IngestOptions:
     max_characters: int = 1500
     overlap: int = 150
     batch_size: int = 256  # texts per embedder call and per progress report
+    limits: IngestLimits = IngestLimits()
 
 
 def embedding_text(chunk: Chunk) -> str:
@@ -62,9 +71,10 @@ def ingest_document(engine: Engine, store: FileStore, embedders: Embedders, *,
     spec = EmbeddingSpec(base.embedding_provider, base.embedding_model,
                          base.embedding_dimension)
     started = time.perf_counter()
+    deadline = time.monotonic() + options.limits.timeout_s
     try:
         result = _run(engine, store, embedders.get(spec), doc, job_id, spec, options, report,
-                      started)
+                      started, deadline)
     except DomainError as exc:
         _set(engine, document_id, job_id, status="failed",
              error={"code": exc.code, "message": exc.message})
@@ -84,32 +94,31 @@ def _set(engine: Engine, document_id: str, job_id: str, **values: Any) -> None:
 
 def _run(engine: Engine, store: FileStore, embedder: Any, doc: Any, job_id: str,
          spec: EmbeddingSpec, options: IngestOptions, report: Report,
-         started: float) -> dict[str, Any]:
+         started: float, deadline: float) -> dict[str, Any]:
+    chunking = ChunkOptions(max_characters=options.max_characters, overlap=options.overlap)
     with store.local_path(doc.storage_key) as path:
-        partitioned = partition_file(path, doc.content_type, doc.filename)
-    partitioned_at = time.perf_counter()
-    report(_PARTITIONED_AT, stage="partitioned", elements=len(partitioned.elements))
-    # Paged formats keep chunks within a page, so a cited page number is exact: sections
-    # break at pages, and small ones are not combined (unstructured's combining step
-    # ignores page boundaries).
-    paged = partitioned.page_count is not None
-    chunked = chunk_document(partitioned, max_characters=options.max_characters,
-                             overlap=options.overlap, multipage_sections=not paged,
-                             combine_text_under_n_chars=0 if paged else None)
-    chunks = chunked.chunks
+        prepared = read_document(path, doc.content_type, doc.filename, chunking,
+                                 options.limits, deadline)
     chunked_at = time.perf_counter()
+    # The child's chunking time is its own; the rest of the wait (reading, and starting the
+    # child) counts as partitioning.
+    partitioned_at = chunked_at - prepared.chunk_ms / 1000
+    report(_PARTITIONED_AT, stage="partitioned", elements=prepared.summary.element_count)
+    chunks = prepared.chunks
     report(_CHUNKED_AT, stage="chunked", chunks=len(chunks))
 
     texts = [embedding_text(c).replace("\x00", "") for c in chunks]
     vectors: list[list[float]] = []
     for start in range(0, len(texts), options.batch_size):
+        if time.monotonic() > deadline:
+            raise timed_out(doc.filename, options.limits.timeout_s)
         vectors.extend(embedder.embed(texts[start:start + options.batch_size]))
         done = len(vectors)
         report(_CHUNKED_AT + (_EMBEDDED_AT - _CHUNKED_AT) * done / len(texts),
                stage="embedding", embedded=done, total=len(texts))
     embedded_at = time.perf_counter()
 
-    summary = chunked.summary
+    summary = prepared.summary
     rows = [{"id": chunks_db.new_id(), "document_id": doc.id, "knowledge_id": doc.knowledge_id,
              "idx": c.index, "content": c.text.replace("\x00", ""),
              "title": (c.title or "").replace("\x00", "") or None, "page": c.page,

@@ -106,6 +106,7 @@ def bench_stack(database_url: str, redis_url: str, *, worker_processes: int = 2,
         "SWITCHYARD_ADMIN_KEY": f"sy-bench-{secrets.token_urlsafe(12)}",
         "SWITCHYARD_SECRET_KEY": secrets.token_urlsafe(48),
         "WEBHOOK_SECRET": secrets.token_urlsafe(48), "OUTBOUND_ALLOW_PRIVATE": "true",
+        "DEV_MODELS_ENABLED": "true",
         "SWITCHYARD_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "WARNING",
         **(env or {}),
     }

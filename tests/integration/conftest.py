@@ -185,6 +185,8 @@ def _start_stack(
         "WEBHOOK_SECRET": secrets.token_urlsafe(48),
         # Fake upstreams and webhook receivers listen on loopback.
         "OUTBOUND_ALLOW_PRIVATE": "true",
+        # Most tests chat with dev/echo and dev/lorem, which are off by default.
+        "DEV_MODELS_ENABLED": "true",
         "SWITCHYARD_NAMESPACE": f"systack-{uuid.uuid4().hex[:12]}",
         "PYTHONUNBUFFERED": "1",
         **(env or {}),

@@ -111,6 +111,68 @@ def all_files() -> dict[str, tuple[bytes, str]]:
     }
 
 
+# -- bombs: a few bytes that describe unbounded work ------------------------------------------
+
+
+def pdf_page_tree_bomb(references: int = 200_000) -> bytes:
+    """A 1.2 MB PDF whose page tree lists one page `references` times, written as raw objects."""
+    kids = " ".join(["3 0 R"] * references)
+    text = b"BT /F1 12 Tf 72 720 Td (The same page again) Tj ET"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{kids}] /Count {references} >>".encode(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(text), text),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = io.BytesIO(b"%PDF-1.7\n")
+    out.seek(0, io.SEEK_END)
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n%s\nendobj\n" % (number, body))
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    out.write(b"".join(b"%010d 00000 n \n" % offset for offset in offsets))
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+              % (len(objects) + 1, xref))
+    return out.getvalue()
+
+
+def docx_paragraph_bomb(paragraphs: int = 10_000_000) -> bytes:
+    """An 88 KB .docx whose document.xml inflates to 60 MB of empty paragraphs."""
+    import zipfile
+
+    main = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    document = (f'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="{main}">'
+                "<w:body>").encode() + b"<w:p/>" * paragraphs + b"</w:body></w:document>"
+    content_types = (
+        '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org'
+        '/package/2006/content-types"><Default Extension="rels" ContentType="application/'
+        'vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" '
+        'ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType='
+        '"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
+        "</Types>")
+    relationships = (
+        '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
+        'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://'
+        'schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+        'Target="word/document.xml"/></Relationships>')
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("[Content_Types].xml", content_types)
+        archive.writestr("_rels/.rels", relationships)
+        archive.writestr("word/document.xml", document)
+    return out.getvalue()
+
+
+def wide_csv(columns: int = 1_000_000) -> bytes:
+    """A CSV whose header and one row have `columns` columns each."""
+    header = ",".join(f"c{i}" for i in range(columns))
+    return f"{header}\n{','.join(['1'] * columns)}\n".encode()
+
+
 def create_base(http: httpx.Client, headers: dict[str, str] | None = None,
                 **fields: Any) -> dict[str, Any]:
     response = http.post("/v1/knowledge", headers=headers,
