@@ -45,7 +45,19 @@ class Hub:
         # A permanent subscription keeps the connection in subscribed mode even when no
         # client is listening, so the reader loop never has to stop and restart.
         await self._pubsub.subscribe(self._control, *self._watchers)
+        # redis-py reconnects and resubscribes inside get_message when the connection
+        # drops (its retry policy), so `_run` may never see the error: be told of every
+        # reconnect, since messages published in the gap were missed.
+        assert self._pubsub.connection is not None
+        self._pubsub.connection.register_connect_callback(self._reconnected)
         self._task = asyncio.create_task(self._run(), name="pubsub-hub")
+
+    async def _reconnected(self, connection: Any) -> None:
+        for handler in self._watchers.values():
+            handler(None)
+        for listeners in self._listeners.values():
+            for queue in listeners:
+                queue.put_nowait(RESYNC)
 
     async def stop(self) -> None:
         if self._task:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import jwt
 import pytest
 
 from pipelines import accounts
@@ -124,6 +125,20 @@ def test_expired_forged_and_unknown_session_tokens_are_refused(
         response = client.get("/v1/auth/session", headers=bearer(token))
         assert response.status_code == 401, token
         assert token not in response.text
+
+
+def test_a_session_token_resigned_with_a_far_expiry_is_refused(
+    client: httpx.Client, auth_stack: Stack
+) -> None:
+    user = create_user(client, auth_stack.headers)
+    token = login(client, user["email"])
+    assert client.get("/v1/auth/session", headers=bearer(token)).status_code == 200
+    # Same session (its row is live), same key, but an `exp` ten years out: login never
+    # issues that, so the token is forged even though its signature checks out.
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="switchyard")
+    claims["exp"] = int(time.time()) + 10 * 365 * 86_400
+    forged = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert client.get("/v1/auth/session", headers=bearer(forged)).status_code == 401
 
 
 def test_a_deactivated_users_keys_and_sessions_stop_at_once(

@@ -1,31 +1,41 @@
 """Rate limits shared by two API processes on one Redis: the combined allowance holds.
 
 One stack (API + workers) plus a second uvicorn on the same database, Redis and
-namespace, as two replicas behind a load balancer would be.
+namespace, as two replicas behind a load balancer would be. Both trust 127.0.0.1 as a
+proxy, so tests speak for distinct clients with X-Forwarded-For; a client that is not a
+proxy connects from another loopback address (127.0.0.x) and its header is ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import orjson
+import psycopg
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from websockets.sync.client import connect
 
 from api.devservices import free_port, spawn, web_command
 from pipelines.budgets import record_tokens
 from pipelines.keys import Keys
-from tests.integration.accounts import PASSWORD, User, create_user, new_user, unique_email
+from tests.integration.accounts import PASSWORD, User, create_user, new_user
 from tests.integration.conftest import PROJECT_DIR, Stack, _start_stack
 
 GENERAL_LIMIT = 12
+TIGHT_CHAT_LIMIT = 3
+AUTH_FAILURE_LIMIT = 10
 TIERS = {
     "default": {"auth": "100/minute", "chat": "100/minute", "search": "100/minute",
                 "upload": "100/minute", "general": f"{GENERAL_LIMIT}/minute"},
+    "tight": {"chat": f"{TIGHT_CHAT_LIMIT}/minute"},
     "admin": {"auth": "100000/minute", "chat": "100000/minute", "search": "100000/minute",
               "upload": "100000/minute", "general": "100000/minute"},
 }
@@ -33,8 +43,38 @@ ENV = {
     "RATE_LIMIT_TIERS": orjson.dumps(TIERS).decode(),
     "LOGIN_LIMIT_PER_ACCOUNT": "3/minute",
     "LOGIN_LIMIT_PER_ADDRESS": "50/minute",
+    "AUTH_FAILURE_LIMIT_PER_ADDRESS": f"{AUTH_FAILURE_LIMIT}/minute",
+    "TRUSTED_PROXIES": "127.0.0.1",
     "DAILY_TOKEN_BUDGET": "100",
 }
+
+
+def _client_address() -> str:
+    """A documentation-range address (RFC 5737) for one simulated client: a header value
+    only, never contacted."""
+    return f"203.0.113.{random.randint(1, 254)}"
+
+
+def _as_client(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
+
+
+def _from_loopback_peer(url: str) -> httpx.Client:
+    """A client connecting from a fresh 127.0.0.x source address: a peer that is not a
+    trusted proxy, so its X-Forwarded-For must be ignored."""
+    source = f"127.0.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    return httpx.Client(base_url=url, timeout=10,
+                        transport=httpx.HTTPTransport(local_address=source))
+
+
+def _eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Poll `check` until it holds (True) or `timeout_s` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
 
 
 @dataclass
@@ -129,23 +169,100 @@ def test_each_key_has_its_own_allowance(replicas: Replicas, user: User) -> None:
     assert int(fresh.headers["x-ratelimit-remaining"]) == GENERAL_LIMIT - 1
 
 
-def test_login_attempts_are_limited_per_account(replicas: Replicas) -> None:
+def test_a_guessing_address_is_slowed_down_but_the_owner_still_logs_in(
+        replicas: Replicas) -> None:
     with httpx.Client(timeout=10) as http:
         http.base_url = httpx.URL(replicas.stack.base_url)
         account = create_user(http, replicas.stack.headers)
+    attacker, owner = _as_client(_client_address()), _as_client("198.51.100.7")
     statuses = [
-        httpx.post(url + "/v1/auth/login",
+        httpx.post(url + "/v1/auth/login", headers=attacker,
                    json={"email": account["email"], "password": "wrong"}).status_code
         for url in itertools.islice(itertools.cycle(replicas.urls), 4)
     ]
     assert statuses == [401, 401, 401, 429]
-    # Even the right password waits now: the limit is on attempts, not failures.
-    right = httpx.post(replicas.second_url + "/v1/auth/login",
+    refused = httpx.post(replicas.second_url + "/v1/auth/login", headers=attacker,
+                         json={"email": account["email"], "password": PASSWORD})
+    assert refused.status_code == 429 and "retry-after" in refused.headers
+    # The account is not locked: its owner, from another address, logs in.
+    right = httpx.post(replicas.second_url + "/v1/auth/login", headers=owner,
                        json={"email": account["email"], "password": PASSWORD})
-    assert right.status_code == 429 and "retry-after" in right.headers
-    other = httpx.post(replicas.second_url + "/v1/auth/login",
-                       json={"email": unique_email(), "password": "wrong"})
-    assert other.status_code == 401
+    assert right.status_code == 200
+
+
+def test_x_forwarded_for_is_ignored_from_a_peer_that_is_not_a_trusted_proxy(
+        replicas: Replicas) -> None:
+    statuses = []
+    with _from_loopback_peer(replicas.second_url) as http:
+        for _ in range(AUTH_FAILURE_LIMIT + 1):
+            # A new address in the header each time: it must not buy a fresh allowance.
+            statuses.append(http.get("/v1/keys/validate", headers={
+                "X-API-Key": "sy-not-a-key", **_as_client(_client_address())}).status_code)
+    assert statuses == [401] * AUTH_FAILURE_LIMIT + [429]
+
+
+def test_invalid_credentials_are_refused_per_address_before_any_lookup(
+        replicas: Replicas, user: User) -> None:
+    guesser = _as_client(_client_address())
+    statuses = [httpx.get(url + "/v1/keys/validate",
+                          headers={"X-API-Key": f"sy-guess-{n}", **guesser}).status_code
+                for n, url in zip(range(AUTH_FAILURE_LIMIT + 1),
+                                  itertools.cycle(replicas.urls), strict=False)]
+    assert statuses == [401] * AUTH_FAILURE_LIMIT + [429]
+    refused = httpx.get(replicas.stack.base_url + "/v1/keys/validate",
+                        headers={"X-API-Key": "sy-one-more", **guesser})
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    # Other clients are not affected.
+    assert httpx.get(replicas.stack.base_url + "/v1/keys/validate",
+                     headers={**user.headers, **_as_client(_client_address())}
+                     ).status_code == 200
+
+
+def test_every_websocket_start_spends_the_chat_allowance(replicas: Replicas) -> None:
+    with httpx.Client(base_url=replicas.stack.base_url, timeout=10) as http:
+        tight = new_user(http, replicas.stack.headers, tier="tight")
+    url = replicas.stack.base_url.replace("http://", "ws://") + "/v1/ws/chat"
+    outcomes = []
+    with connect(url, additional_headers=tight.headers, open_timeout=10) as socket:
+        # The handshake spends one chat request, which pays for the first start.
+        for n in range(TIGHT_CHAT_LIMIT + 2):
+            socket.send(orjson.dumps({"type": "start", "model": "dev/echo", "messages": [
+                {"role": "user", "content": f"start {n}"}]}).decode())
+            while True:
+                frame = orjson.loads(socket.recv(timeout=15))
+                if frame["type"] in ("done", "error"):
+                    outcomes.append(frame.get("code", frame["type"]))
+                    break
+    assert outcomes == ["done"] * TIGHT_CHAT_LIMIT + ["RATE_LIMIT_EXCEEDED"] * 2
+    # HTTP chat shares the same spent allowance.
+    http_chat = httpx.post(replicas.second_url + "/v1/chat/completions", headers=tight.headers,
+                           json={"model": "dev/echo",
+                                 "messages": [{"role": "user", "content": "hi"}]})
+    assert http_chat.status_code == 429
+
+
+def test_a_chat_job_from_post_v1_jobs_spends_the_chat_allowance(replicas: Replicas) -> None:
+    with httpx.Client(base_url=replicas.stack.base_url, timeout=10) as http:
+        tight = new_user(http, replicas.stack.headers, tier="tight")
+    chat = {"kind": "chat", "input": {"model": "dev/echo",
+                                      "messages": [{"role": "user", "content": "hi"}]}}
+    statuses = [httpx.post(url + "/v1/jobs", headers=tight.headers, json=chat).status_code
+                for url in itertools.islice(itertools.cycle(replicas.urls),
+                                            TIGHT_CHAT_LIMIT + 1)]
+    assert statuses == [202] * TIGHT_CHAT_LIMIT + [429]
+
+
+def test_a_job_in_the_routes_own_group_is_not_counted_twice(replicas: Replicas,
+                                                             user: User) -> None:
+    remaining = []
+    for url in replicas.urls:
+        response = httpx.post(url + "/v1/jobs", headers=user.headers,
+                              json={"kind": "noop", "input": {}})
+        assert response.status_code == 202, response.text
+        remaining.append(int(response.headers["x-ratelimit-remaining"]))
+    assert remaining == [GENERAL_LIMIT - 1, GENERAL_LIMIT - 2]
 
 
 def test_a_revoked_key_stops_on_every_replica_at_once(replicas: Replicas, user: User) -> None:
@@ -155,9 +272,31 @@ def test_a_revoked_key_stops_on_every_replica_at_once(replicas: Replicas, user: 
         assert httpx.get(url + "/v1/keys/validate",
                          headers={"X-API-Key": key["key"]}).status_code == 200
     httpx.delete(f"{replicas.stack.base_url}/v1/keys/{key['id']}", headers=user.headers)
-    for url in replicas.urls:
-        assert httpx.get(url + "/v1/keys/validate",
-                         headers={"X-API-Key": key["key"]}).status_code == 401
+    assert httpx.get(replicas.stack.base_url + "/v1/keys/validate",
+                     headers={"X-API-Key": key["key"]}).status_code == 401
+    # The other replica hears of it over pub/sub, well before its cache entry (30 s) ends.
+    assert _eventually(lambda: httpx.get(
+        replicas.second_url + "/v1/keys/validate", headers={"X-API-Key": key["key"]}
+    ).status_code == 401)
+
+
+def test_a_lost_pubsub_connection_drops_every_cached_credential(
+        replicas: Replicas, user: User, redis_url: str, database_url: str) -> None:
+    key = httpx.post(replicas.stack.base_url + "/v1/keys", headers=user.headers,
+                     json={"name": "missed-notice"}).json()
+    validate = replicas.second_url + "/v1/keys/validate"
+    assert httpx.get(validate, headers={"X-API-Key": key["key"]}).status_code == 200
+    # Revoked behind the API's back: no notice is published, as if it had been missed.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s", (key["id"],))
+    assert httpx.get(validate, headers={"X-API-Key": key["key"]}).status_code == 200
+    redis = SyncRedis.from_url(redis_url)
+    try:
+        redis.client_kill_filter(_type="pubsub")  # every hub reconnects
+    finally:
+        redis.close()
+    assert _eventually(lambda: httpx.get(
+        validate, headers={"X-API-Key": key["key"]}).status_code == 401, timeout_s=10)
 
 
 def test_a_spent_token_budget_refuses_chat(replicas: Replicas, user: User,

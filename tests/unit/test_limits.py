@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from api.limits import route_group, sliding_window
+from api.limits import (
+    Allowance,
+    Window,
+    _allowance,
+    route_group,
+    sliding_window,
+    spend_job_allowance,
+)
+from pipelines.errors import RateLimited
 
 
 @pytest.mark.parametrize(("method", "path", "group"), [
@@ -50,3 +60,59 @@ def test_a_full_current_window_waits_for_its_rollover() -> None:
     window = sliding_window(False, 10, 60, previous=0, previous_ttl_s=0, current=10,
                             current_ttl_s=100)
     assert window.reset_s == pytest.approx(40)
+
+
+class _CountingLimiter:
+    """Stands in for Limiter: remembers each group charged; refuses past `allowed` hits."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.charged: list[str] = []
+
+    async def hit(self, who: str, tier: str, group: str) -> Window:
+        self.charged.append(group)
+        ok = len(self.charged) <= self.allowed
+        return Window(ok, self.allowed, max(0, self.allowed - len(self.charged)), 30.0)
+
+    async def check_token_budget(self, who: str) -> None:
+        return None
+
+
+def _spend(limiter: _CountingLimiter, prepaid: str | None, kinds: list[str]) -> list[str]:
+    """Spend one job of each kind inside a request whose route charged `prepaid`."""
+    outcomes: list[str] = []
+
+    async def run() -> None:
+        allowance = Allowance(limiter, "key:k", "default", prepaid=prepaid,  # type: ignore[arg-type]
+                              window=None)
+        token = _allowance.set(allowance)
+        try:
+            for kind in kinds:
+                try:
+                    await spend_job_allowance(kind)
+                    outcomes.append("ok")
+                except RateLimited:
+                    outcomes.append("429")
+        finally:
+            _allowance.reset(token)
+
+    asyncio.run(run())
+    return outcomes
+
+
+def test_the_routes_own_charge_pays_for_its_first_job_of_that_group_only() -> None:
+    limiter = _CountingLimiter(allowed=10)
+    assert _spend(limiter, "chat", ["chat", "chat", "compare"]) == ["ok"] * 3
+    assert limiter.charged == ["chat", "chat"]
+
+
+def test_a_job_of_another_group_is_charged_to_that_group() -> None:
+    limiter = _CountingLimiter(allowed=10)
+    _spend(limiter, "general", ["chat", "ingest", "noop", "noop"])
+    assert limiter.charged == ["chat", "upload", "general"]
+
+
+def test_jobs_past_the_allowance_are_refused() -> None:
+    assert _spend(_CountingLimiter(allowed=2), "chat", ["chat"] * 5) == [
+        "ok", "ok", "ok", "429", "429"]
+
