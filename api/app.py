@@ -15,7 +15,7 @@ from api.auth import build_authenticator, verify_credential
 from api.context import Services
 from api.dashboard import routes as dashboard
 from api.enqueue import Enqueuer
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, ErrorBoundaryMiddleware
 from api.hub import Hub
 from api.knowledge_access import build_embedders
 from api.limits import RateLimitMiddleware, build_limiter
@@ -43,6 +43,7 @@ from api.routes import documents as document_routes
 from api.routes import embeddings as embedding_routes
 from api.routes import keys as key_routes
 from api.routes import knowledge as knowledge_routes
+from api.url_guard import UrlGuardMiddleware
 from pipelines.db.engine import async_engine
 from pipelines.events import AsyncEventLog, parse_message
 from pipelines.keys import Keys
@@ -106,6 +107,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies),
             Middleware(BodyDeadlineMiddleware, timeout_s=settings.body_read_timeout_s),
             Middleware(RequestIdMiddleware),
+            # Inside the request id, so its answers carry one; outside auth and rate limits,
+            # which reach Redis and Postgres and so can fail with them.
+            Middleware(ErrorBoundaryMiddleware),
+            Middleware(UrlGuardMiddleware),
             Middleware(AuthMiddleware, verify=verify_credential,
                        public_paths=auth_routes.PUBLIC_PATHS,
                        optional_paths=auth_routes.OPTIONAL_AUTH_PATHS),

@@ -7,7 +7,6 @@ the chat job's own transaction (before any worker can answer), the reply by the 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,21 +19,22 @@ from api.job_control import OnSubmit
 from pipelines.conversations import conversation_request, new_turns, require_found
 from pipelines.db import conversations as conversations_db
 from pipelines.errors import ConversationNotFound
+from schemas.fields import canonical_uuid
 
 
 def checked_id(conversation_id: str) -> str:
-    """The id if it is a UUID; anything else cannot name a conversation, so: not found."""
-    try:
-        uuid.UUID(conversation_id)
-    except ValueError:
-        raise ConversationNotFound(f"No conversation with id '{conversation_id}'.") from None
-    return conversation_id
+    """The id in canonical form if it is a UUID in any spelling; anything else cannot name
+    a conversation, so: not found."""
+    canonical = canonical_uuid(conversation_id)
+    if canonical is None:
+        raise ConversationNotFound(f"No conversation with id '{conversation_id}'.")
+    return canonical
 
 
 async def load(svc: Services, owner_id: str, conversation_id: str, *,
                with_messages: bool = True) -> tuple[Row[Any], Sequence[Row[Any]]]:
     """The owner's conversation and (optionally) its messages, oldest first; 404 otherwise."""
-    checked_id(conversation_id)
+    conversation_id = checked_id(conversation_id)
     async with svc.autocommit.connect() as conn:
         row = require_found(
             (await conn.execute(conversations_db.get(conversation_id, owner_id))).first(),
@@ -54,6 +54,7 @@ async def continue_conversation(svc: Services, owner_id: str, conversation_id: s
     Without a `model` in `base`, the conversation's own model answers.
     """
     conversation, turns = await load(svc, owner_id, conversation_id)
+    conversation_id = str(conversation.id)
     base = {**base, "model": base.get("model") or conversation.model}
     rows = new_turns(messages, base["model"])
     job_input = conversation_request(base, conversation.system_prompt, turns, messages,

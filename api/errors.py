@@ -8,14 +8,17 @@ SDKs parse those. No stack trace ever reaches a client.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sa_errors
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipelines import errors as domain
 
@@ -164,10 +167,63 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
                           request_id=_request_id(request), headers=exc.headers)
 
 
+# How long a client should wait when Redis or Postgres cannot be reached: about what a
+# restart of either takes, so clients do not hammer the API meanwhile.
+UNAVAILABLE_RETRY_AFTER_S = 5
+_UNAVAILABLE = (
+    redis_errors.ConnectionError, redis_errors.TimeoutError,  # refused, lost, timed out
+    sa_errors.TimeoutError,  # no pooled Postgres connection came free in time
+)
+# Postgres SQLSTATEs of a server that cannot take statements now: connection exceptions
+# (class 08), shutting down or starting up (57P01-57P03), out of connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+# OSErrors that are this process's own mistake rather than a service or the network failing.
+_LOCAL_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                    NotADirectoryError)
+
+
+def dependency_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says Redis or Postgres cannot be reached right now: a state of the
+    service (503 with Retry-After), not a bug in it (500).
+
+    asyncpg raises socket errors (ConnectionRefusedError, or a bare OSError listing every
+    address it tried) unwrapped when it cannot connect; SQLAlchemy marks a statement that
+    failed on a lost connection `connection_invalidated`, and wraps what the server said
+    (with its SQLSTATE) when it refused a new connection.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        return all(dependency_unavailable(inner) for inner in exc.exceptions)
+    if isinstance(exc, sa_errors.DBAPIError):
+        return exc.connection_invalidated or _unavailable_sqlstate(exc.orig)
+    if isinstance(exc, _UNAVAILABLE) or _unavailable_sqlstate(exc):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, _LOCAL_OS_ERRORS)
+
+
+def _unavailable_sqlstate(exc: BaseException | None) -> bool:
+    # asyncpg's errors and SQLAlchemy's adaptations of them both carry `sqlstate`.
+    return str(getattr(exc, "sqlstate", None) or "").startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def unexpected_response(scope: Scope, exc: Exception) -> Response:
+    """The answer to an exception no handler knows: 503 with Retry-After when Redis or
+    Postgres is unavailable, else a logged 500."""
+    path: str = scope.get("path", "")
+    method = scope.get("method", "WEBSOCKET")
+    request_id = scope.get("state", {}).get("request_id")
+    if dependency_unavailable(exc):
+        log.warning("%s %s: a backing service is unavailable: %r", method, path, exc)
+        return error_response(path, 503, "SERVICE_UNAVAILABLE",
+                              "A service this request needs is unavailable; retry shortly.",
+                              request_id=request_id,
+                              headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return error_response(path, 500, "INTERNAL_ERROR", "An internal error occurred.",
+                          request_id=request_id)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(request.url.path, 500, "INTERNAL_ERROR",
-                          "An internal error occurred.", request_id=_request_id(request))
+    return unexpected_response(request.scope, exc)
 
 
 EXCEPTION_HANDLERS = {
@@ -177,6 +233,55 @@ EXCEPTION_HANDLERS = {
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }
+
+
+class ErrorBoundaryMiddleware:
+    """Answers every exception that escaped the routes and the middleware inside it, with
+    the handler EXCEPTION_HANDLERS gives its class, and returns normally.
+
+    Starlette hands `Exception` to its ServerErrorMiddleware, which answers and then
+    re-raises "so servers can log"; uvicorn then closes the connection, so a client's
+    next request on it failed with a reset. Errors raised by middleware (auth, rate
+    limits: both reach Redis) never pass Starlette's ExceptionMiddleware at all. An
+    exception after the answer started cannot be answered, and still propagates.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal answered
+            answered = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            if answered:
+                raise
+            if scope["type"] == "http":
+                response = await _handler_for(exc)(Request(scope, receive), exc)
+            else:
+                response = unexpected_response(scope, exc)
+                if "websocket.http.response" not in scope.get("extensions", {}):
+                    # 1013: try again later; 1011: the server failed.
+                    code = 1013 if response.status_code == 503 else 1011
+                    await send({"type": "websocket.close", "code": code})
+                    return
+            await response(scope, receive, send)
+
+
+def _handler_for(exc: Exception) -> Callable[[Request, Exception], Awaitable[Response]]:
+    for cls in type(exc).__mro__:
+        if cls in EXCEPTION_HANDLERS:
+            return EXCEPTION_HANDLERS[cls]
+    return handle_unexpected
 
 
 _JOB_ERROR_STATUS = {

@@ -11,7 +11,6 @@ never import torch.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from api.context import Services
 from pipelines.db import knowledge as knowledge_db
 from pipelines.embedders.registry import Embedders, EmbeddingSpec, default_spec
 from pipelines.errors import DocumentNotFound, KnowledgeBaseNotFound, PermissionDenied
+from schemas.fields import canonical_uuid
 from schemas.knowledge import DocumentRead, KnowledgeRead
 from schemas.settings import Settings
 
@@ -39,14 +39,6 @@ def build_embedders(settings: Settings) -> Embedders:
         timeout_s=settings.upstream_timeout_s, max_retries=settings.upstream_max_retries)
 
 
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 def spec_of(base: Row[Any]) -> EmbeddingSpec:
     return EmbeddingSpec(base.embedding_provider, base.embedding_model,
                          base.embedding_dimension)
@@ -54,11 +46,10 @@ def spec_of(base: Row[Any]) -> EmbeddingSpec:
 
 async def load_base(svc: Services, owner_id: str, base_id: str, *,
                     write: bool = False) -> Row[Any]:
-    """The base if readable (404 otherwise); with `write`, only its owner may proceed."""
-    row = None
-    if is_uuid(base_id):
-        async with svc.autocommit.connect() as conn:
-            row = (await conn.execute(knowledge_db.get_base(base_id, owner_id))).first()
+    """The base if readable (404 otherwise); with `write`, only its owner may proceed.
+    `base_id` is canonical (api.bodies.path_id)."""
+    async with svc.autocommit.connect() as conn:
+        row = (await conn.execute(knowledge_db.get_base(base_id, owner_id))).first()
     if row is None:
         raise KnowledgeBaseNotFound(f"No knowledge base with id '{base_id}'.")
     if write and row.owner_id != owner_id:
@@ -68,10 +59,10 @@ async def load_base(svc: Services, owner_id: str, base_id: str, *,
 
 async def load_document(svc: Services, owner_id: str, document_id: str, *,
                         write: bool = False) -> Row[Any]:
-    row = None
-    if is_uuid(document_id):
-        async with svc.autocommit.connect() as conn:
-            row = (await conn.execute(knowledge_db.get_document(document_id, owner_id))).first()
+    """The document if readable (404 otherwise); with `write`, only its owner may proceed.
+    `document_id` is canonical (api.bodies.path_id)."""
+    async with svc.autocommit.connect() as conn:
+        row = (await conn.execute(knowledge_db.get_document(document_id, owner_id))).first()
     if row is None:
         raise DocumentNotFound(f"No document with id '{document_id}'.")
     if write and row.owner_id != owner_id:
@@ -81,9 +72,10 @@ async def load_document(svc: Services, owner_id: str, document_id: str, *,
 
 async def search_groups(svc: Services, owner_id: str,
                         base_ids: Sequence[str]) -> dict[EmbeddingSpec, list[str]]:
-    """The bases to search, grouped by embedding model; any unreadable id is a 404."""
+    """The bases to search, grouped by embedding model; any unreadable id is a 404.
+    UUIDs are canonical (schemas.fields.EntityId); anything else names no base."""
     wanted = list(dict.fromkeys(base_ids))
-    bad = [b for b in wanted if not is_uuid(b)]
+    bad = [b for b in wanted if canonical_uuid(b) is None]
     rows: list[Row[Any]] = []
     if not bad:
         async with svc.autocommit.connect() as conn:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.fields import as_utc
 from schemas.usage import TokenUsageReport
 
 Role = Literal["user", "admin"]
@@ -90,7 +91,7 @@ class KeyCreate(_Body):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("expires_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
-        return value
+        return None if value is None else as_utc(value)
 
     @field_validator("scopes")
     @classmethod

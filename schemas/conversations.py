@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.fields import EntityId
 from schemas.openai import DevOptions
 
 MAX_CONTENT_CHARS = 1_000_000
@@ -99,7 +100,7 @@ class PruneRequest(BaseModel):
 class PruneJob(PruneRequest):
     """The input of a `prune` job."""
 
-    conversation_id: str
+    conversation_id: EntityId
 
 
 class PruneResult(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.fields import EntityId
 from schemas.jobs import JobRead
 
 Visibility = Literal["private", "public"]
@@ -119,7 +120,7 @@ class SearchFilters(BaseModel):
 
     tags: list[str] | None = Field(default=None, max_length=MAX_TAGS)
     document_types: list[str] | None = Field(default=None, max_length=16)
-    document_ids: list[str] | None = Field(default=None, max_length=100)
+    document_ids: list[EntityId] | None = Field(default=None, max_length=100)
     metadata: dict[str, Any] | None = None
 
 
@@ -129,7 +130,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=10_000)
-    knowledge_ids: list[str] = Field(min_length=1, max_length=MAX_BASES_PER_QUERY)
+    knowledge_ids: list[EntityId] = Field(min_length=1, max_length=MAX_BASES_PER_QUERY)
     mode: SearchMode = "hybrid"
     filters: SearchFilters | None = None
     limit: int = Field(default=10, ge=1, le=100)
@@ -163,7 +164,7 @@ class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=10_000)
-    knowledge_ids: list[str] = Field(min_length=1, max_length=MAX_BASES_PER_QUERY)
+    knowledge_ids: list[EntityId] = Field(min_length=1, max_length=MAX_BASES_PER_QUERY)
     model: str = Field(min_length=1, max_length=256)
     context_limit: int = Field(default=5, ge=1, le=20)
     filters: SearchFilters | None = None
@@ -218,5 +219,5 @@ class EmbeddingRequest(BaseModel):
 class IngestJob(BaseModel):
     """Input of an `ingest` job."""
 
-    document_id: str
-    knowledge_id: str
+    document_id: EntityId
+    knowledge_id: EntityId

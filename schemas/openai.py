@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.fields import EntityId
+
 
 class DevOptions(BaseModel):
     """Knobs of the development models (`dev/*`), passed by SDK users via `extra_body`."""
@@ -111,7 +113,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=256)
-    conversation_id: str | None = None
+    conversation_id: EntityId | None = None
     dev_options: DevOptions | None = None
 
     def job_input(self) -> dict[str, Any]:

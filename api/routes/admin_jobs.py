@@ -7,7 +7,6 @@ flows as the owner's own routes, so events, the cancel flag and webhooks behave 
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy.engine import Row
@@ -17,6 +16,7 @@ from starlette.routing import Route
 
 from api.auth import require_admin
 from api.bodies import json_response as json
+from api.bodies import path_id
 from api.context import services
 from api.errors import ApiError
 from api.job_control import cancel_job, retry_job
@@ -142,11 +142,7 @@ async def retry(request: Request) -> Response:
 
 
 async def _load(request: Request) -> Row[Any]:
-    job_id: str = request.path_params["job_id"]
-    try:
-        uuid.UUID(job_id)
-    except ValueError:
-        raise JobNotFound(f"No job with id '{job_id}'.") from None
+    job_id = path_id(request, "job_id", JobNotFound, "job")
     async with services(request).autocommit.connect() as conn:
         row = (await conn.execute(*jobs_db.get_any(job_id))).first()
     if row is None:

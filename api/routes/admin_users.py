@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import authenticator, insert_user, is_uuid, require_admin
-from api.bodies import int_query, parse
+from api.auth import authenticator, insert_user, require_admin
+from api.bodies import int_query, parse, path_id
 from api.bodies import json_response as json
 from api.context import services
 from api.openapi import doc
@@ -97,10 +97,7 @@ async def _apply(request: Request, user_id: str, values: dict[str, Any]) -> User
 
 
 def _user_id(request: Request) -> str:
-    user_id: str = request.path_params["user_id"]
-    if not is_uuid(user_id):
-        raise UserNotFound(f"No user with id '{user_id}'.")
-    return user_id
+    return path_id(request, "user_id", UserNotFound, "user")
 
 
 

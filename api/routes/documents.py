@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
@@ -21,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from api.bodies import int_query, json_response
+from api.bodies import int_query, json_response, parse_json, path_id
 from api.context import principal, services
 from api.errors import ApiError
 from api.job_control import cancel_job, submit_job
@@ -29,7 +28,12 @@ from api.knowledge_access import document_read, load_base, load_document
 from api.openapi import doc
 from api.routes.jobs import job_read
 from pipelines.db import knowledge as knowledge_db
-from pipelines.errors import DocumentNotFound, DuplicateDocument, UnsupportedFileType
+from pipelines.errors import (
+    DocumentNotFound,
+    DuplicateDocument,
+    KnowledgeBaseNotFound,
+    UnsupportedFileType,
+)
 from pipelines.ingest.partition import SUPPORTED_TYPES, detect_file_type
 from pipelines.storage import document_key
 from schemas.knowledge import DocumentAccepted, DocumentList, DocumentRead, IngestJob
@@ -70,6 +74,14 @@ async def _read_form(request: Request, limit: int) -> FormData:
     return await limited.form(max_files=1, max_fields=8, max_part_size=_MAX_METADATA_BYTES)
 
 
+def _base_id(request: Request) -> str:
+    return path_id(request, "knowledge_id", KnowledgeBaseNotFound, "knowledge base")
+
+
+def _document_id(request: Request) -> str:
+    return path_id(request, "document_id", DocumentNotFound, "document")
+
+
 def _metadata(form: FormData) -> dict[str, Any]:
     raw = form.get("metadata")
     if raw is None or raw == "":
@@ -77,16 +89,9 @@ def _metadata(form: FormData) -> dict[str, Any]:
     if not isinstance(raw, str):
         raise ApiError(422, "VALIDATION_FAILED", "metadata must be a JSON object, not a file.",
                        param="metadata")
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "INVALID_JSON", f"metadata is not valid JSON: {exc}",
-                       param="metadata") from None
+    value = parse_json(raw, "metadata", param="metadata")
     if not isinstance(value, dict):
         raise ApiError(422, "VALIDATION_FAILED", "metadata must be a JSON object.",
-                       param="metadata")
-    if "\x00" in raw or "\\u0000" in raw:
-        raise ApiError(422, "VALIDATION_FAILED", "metadata must not contain U+0000.",
                        param="metadata")
     return value
 
@@ -103,7 +108,7 @@ def _accepted(document: Any, job: Any) -> Response:
 async def upload_document(request: Request) -> Response:
     svc = services(request)
     who = principal(request)
-    base_id = request.path_params["knowledge_id"]
+    base_id = _base_id(request)
     await load_base(svc, who.owner_id, base_id, write=True)
     limit = svc.settings.max_upload_bytes
     form = await _read_form(request, limit)
@@ -158,7 +163,7 @@ async def upload_document(request: Request) -> Response:
      query={"status": "string", "limit": "integer", "offset": "integer"})
 async def list_documents(request: Request) -> Response:
     svc = services(request)
-    base = await load_base(svc, principal(request).owner_id, request.path_params["knowledge_id"])
+    base = await load_base(svc, principal(request).owner_id, _base_id(request))
     limit = int_query(request, "limit", 50, 1, 200)
     offset = int_query(request, "offset", 0, 0, 2**31 - 1)
     status = request.query_params.get("status") or None
@@ -178,7 +183,7 @@ async def list_documents(request: Request) -> Response:
      response=DocumentRead, tags=["knowledge"])
 async def get_document(request: Request) -> Response:
     row = await load_document(services(request), principal(request).owner_id,
-                              request.path_params["document_id"])
+                              _document_id(request))
     return json_response(document_read(row))
 
 
@@ -187,8 +192,7 @@ async def get_document(request: Request) -> Response:
 async def reingest_document(request: Request) -> Response:
     svc = services(request)
     who = principal(request)
-    row = await load_document(svc, who.owner_id, request.path_params["document_id"],
-                              write=True)
+    row = await load_document(svc, who.owner_id, _document_id(request), write=True)
     restarted: Any = None
 
     async def restart(conn: AsyncConnection, job_id: str) -> None:
@@ -211,8 +215,7 @@ async def reingest_document(request: Request) -> Response:
 async def delete_document(request: Request) -> Response:
     svc = services(request)
     who = principal(request)
-    row = await load_document(svc, who.owner_id, request.path_params["document_id"],
-                              write=True)
+    row = await load_document(svc, who.owner_id, _document_id(request), write=True)
     async with svc.engine.begin() as conn:
         deleted = (await conn.execute(knowledge_db.delete_document(str(row.id),
                                                                    who.owner_id))).first()

@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import authenticator, is_user, is_uuid
+from api.auth import authenticator, is_user
 from api.bodies import json_response as json
-from api.bodies import parse
+from api.bodies import parse, path_id
 from api.context import principal, services
 from api.openapi import doc
 from pipelines import accounts
@@ -56,9 +56,9 @@ async def list_keys(request: Request) -> Response:
      tags=["keys"])
 async def revoke_key(request: Request) -> Response:
     who = principal(request)
-    key_id: str = request.path_params["key_id"]
+    key_id = path_id(request, "key_id", ApiKeyNotFound, "API key")
     row = None
-    if is_user(who) and is_uuid(key_id):
+    if is_user(who):
         async with services(request).engine.begin() as conn:
             row = (await conn.execute(keys_db.revoke(key_id, who.id))).first()
     if row is None:

@@ -10,12 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.bodies import int_query, json_response, parse
+from api.bodies import int_query, json_response, parse, path_id
 from api.context import principal, services
 from api.errors import ApiError
 from api.knowledge_access import (
     embed_query,
-    is_uuid,
     knowledge_read,
     load_base,
     search_groups,
@@ -24,6 +23,7 @@ from api.openapi import doc
 from pipelines import retrieve
 from pipelines.db import knowledge as knowledge_db
 from pipelines.errors import KnowledgeBaseNotFound
+from schemas.fields import canonical_uuid
 from schemas.knowledge import (
     KnowledgeCreate,
     KnowledgeList,
@@ -46,6 +46,10 @@ def _choice(request: Request, name: str, allowed: tuple[str, ...],
         raise ApiError(422, "VALIDATION_FAILED", f"{name} must be one of {', '.join(allowed)}.",
                        param=name)
     return value
+
+
+def _base_id(request: Request) -> str:
+    return path_id(request, "knowledge_id", KnowledgeBaseNotFound, "knowledge base")
 
 
 @doc("Create a knowledge base (embedding model fixed at creation)", body=KnowledgeCreate,
@@ -88,8 +92,7 @@ async def list_bases(request: Request) -> Response:
 @doc("A knowledge base with its document and chunk counts", response=KnowledgeRead,
      tags=["knowledge"])
 async def get_base(request: Request) -> Response:
-    row = await load_base(services(request), principal(request).owner_id,
-                          request.path_params["knowledge_id"])
+    row = await load_base(services(request), principal(request).owner_id, _base_id(request))
     return json_response(knowledge_read(row))
 
 
@@ -98,7 +101,7 @@ async def get_base(request: Request) -> Response:
 async def update_base(request: Request) -> Response:
     svc = services(request)
     owner_id = principal(request).owner_id
-    base_id = request.path_params["knowledge_id"]
+    base_id = _base_id(request)
     await load_base(svc, owner_id, base_id, write=True)
     body = await parse(request, KnowledgeUpdate, svc.settings.max_json_body_bytes)
     values = body.model_dump(exclude_unset=True)
@@ -116,7 +119,7 @@ async def update_base(request: Request) -> Response:
 async def delete_base(request: Request) -> Response:
     svc = services(request)
     owner_id = principal(request).owner_id
-    base_id = request.path_params["knowledge_id"]
+    base_id = _base_id(request)
     await load_base(svc, owner_id, base_id, write=True)
     async with svc.engine.begin() as conn:
         keys = (await conn.execute(knowledge_db.storage_keys_of_base(base_id))).scalars().all()
@@ -135,7 +138,7 @@ async def delete_base(request: Request) -> Response:
 def filter_args(filters: SearchFilters | None) -> dict[str, Any]:
     """Search filters as keyword arguments of the chunk queries."""
     filters = filters or SearchFilters()
-    if filters.document_ids and not all(is_uuid(d) for d in filters.document_ids):
+    if filters.document_ids and any(canonical_uuid(d) is None for d in filters.document_ids):
         raise ApiError(422, "VALIDATION_FAILED", "filters.document_ids must be document ids.",
                        param="filters.document_ids")
     return {"tags": filters.tags, "document_types": filters.document_types,

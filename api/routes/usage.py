@@ -6,37 +6,19 @@ The same report, across every owner and with `by_owner` / `by_key`, is part of
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.bodies import datetime_query
 from api.context import principal, services
-from api.errors import ApiError
 from api.openapi import doc
 from pipelines.db import models as models_db
 from schemas.usage import TokenUsageReport, UsageGroup, UsageTotals
 
 _QUERY = {"from": "string", "to": "string"}
-
-
-def _bound(request: Request, name: str) -> datetime | None:
-    """An ISO date or datetime; a bare `to` date includes that whole day."""
-    raw = request.query_params.get(name)
-    if not raw:
-        return None
-    try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return moment + timedelta(days=1) if name == "to" else moment
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(422, "VALIDATION_FAILED",
-                       f"'{name}' must be an ISO 8601 date or datetime.", param=name) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _totals(row: Any) -> dict[str, Any]:
@@ -49,7 +31,8 @@ def _totals(row: Any) -> dict[str, Any]:
 async def token_usage_report(request: Request, *, owner_id: str | None,
                              admin: bool = False) -> TokenUsageReport:
     """Usage within the request's `from`/`to` for `owner_id` (None: everyone's, admins only)."""
-    since, until = _bound(request, "from"), _bound(request, "to")
+    since = datetime_query(request, "from")
+    until = datetime_query(request, "to", whole_day=True)
     key_id = request.query_params.get("key_id") if admin else None
     if admin and request.query_params.get("owner_id"):
         owner_id = request.query_params["owner_id"]

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
 from pipelines.db.tables import jobs
+from schemas.fields import as_utc
 
 _ACTIVE = ("queued", "running")
 _RETRYABLE = ("failed", "cancelled")
@@ -93,11 +94,14 @@ def encode_cursor(created_at: datetime, job_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Raises ValueError on anything that is not a cursor this module made."""
+    """Raises ValueError on anything that is not a cursor this module made (a forged one
+    may hold a naive or out-of-range instant, or another spelling of a UUID)."""
     padded = cursor + "=" * (-len(cursor) % 4)
     created, _, job_id = base64.urlsafe_b64decode(padded.encode()).decode().partition("|")
-    uuid.UUID(job_id)
-    return datetime.fromisoformat(created), job_id
+    moment = datetime.fromisoformat(created)
+    if moment.tzinfo is None:
+        raise ValueError("a cursor's instant has a time zone")
+    return as_utc(moment), str(uuid.UUID(job_id))
 
 
 # What a listing reads: every column but `input` and `result`, which can be megabytes each
