@@ -13,6 +13,7 @@ PASSWORD = "correct horse battery staple"
 # anonymous limits are exercised in test_rate_limits.py, not tripped over here.
 RELAXED_LOGIN_ENV = {"LOGIN_LIMIT_PER_ADDRESS": "100000/minute",
                      "LOGIN_LIMIT_PER_ACCOUNT": "100000/minute",
+                     "AUTH_FAILURE_LIMIT_PER_ADDRESS": "100000/minute",
                      "ANONYMOUS_RATE_LIMIT_TIER": "admin"}
 
 
