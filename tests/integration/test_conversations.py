@@ -4,16 +4,24 @@ against real uvicorn, dramatiq, Postgres and Redis with the dev models."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from httpx_sse import connect_sse
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pipelines.conversations import message_tokens, record_reply
-from pipelines.db.engine import sync_engine
+from pipelines.conversations import message_tokens
+from pipelines.db import conversations as conversations_db
+from pipelines.db import jobs as jobs_db
+from pipelines.db import tables
+from pipelines.db.engine import async_engine
+from pipelines.db.outcomes import chat_succeeded
 from tests.integration.accounts import new_user
 from tests.integration.jobclient import poll, wait_status
 
@@ -200,22 +208,112 @@ def test_conversation_id_on_a_streamed_chat_completion_stores_the_reply(
     assert stored[1]["content"] == "streamed words"
 
 
+def _result(content: str) -> dict[str, Any]:
+    return {"content": content, "usage": {"prompt_tokens": 4, "completion_tokens": 2,
+                                          "total_tokens": 6},
+            "duration_ms": 12.5, "ttft_ms": 3.5, "finish_reason": "stop"}
+
+
+async def _running_job(conn: AsyncConnection, owner_id: str, *, claims: int = 1) -> str:
+    """A chat job claimed `claims` times (so its attempt is `claims`), as a worker leaves it."""
+    job_id = jobs_db.new_job_id()
+    await conn.execute(*jobs_db.insert_job(job_id=job_id, kind="chat", owner_id=owner_id,
+                                           input={"model": "dev/echo"}))
+    for _ in range(claims):
+        await conn.execute(*jobs_db.mark_running(job_id))
+    return job_id
+
+
 def test_a_reply_is_recorded_once_per_job_and_only_after_its_own_turn(
-    http: httpx.Client, database_url: str,
+    database_url: str,
 ) -> None:
-    conversation = create(http)
-    reply = say(http, conversation["id"], "once")
-    engine = sync_engine(database_url, pool_size=1)
-    try:
-        again = record_reply(engine, conversation_id=conversation["id"], owner_id="admin",
-                             job_id=reply["job_id"], result={"content": "twice"})
-        stranger = record_reply(engine, conversation_id=conversation["id"],
-                                owner_id="admin", job_id=str(uuid.uuid4()),
-                                result={"content": "from a job made elsewhere"})
-    finally:
-        engine.dispose()
-    assert again is False and stranger is False
-    assert [m["content"] for m in messages_of(http, conversation["id"])] == ["once", "once"]
+    """`chat_succeeded` against the real schema: one statement finishes the job, records its
+    usage and the conversation's reply, only for the attempt that owns the job."""
+    owner, stranger = f"owner-{uuid.uuid4().hex[:8]}", f"stranger-{uuid.uuid4().hex[:8]}"
+    conversation_id = conversations_db.new_conversation_id()
+
+    async def finish(conn: AsyncConnection, job_id: str, attempt: int, content: str,
+                     owner_id: str = owner) -> Any:
+        statement, values = chat_succeeded(
+            job_id=job_id, attempt=attempt, result=_result(content), owner_id=owner_id,
+            key_id=None, model="dev/echo", provider="dev", cost_usd=Decimal("0.25"),
+            conversation_id=conversation_id, reply_tokens=5)
+        return (await conn.execute(statement, values)).first()
+
+    async def scenario() -> dict[str, Any]:
+        engine = async_engine(database_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(conversations_db.insert_conversation(
+                    conversation_id=conversation_id, owner_id=owner, model="dev/echo",
+                    title=None, system_prompt=None))
+                asked = await _running_job(conn, owner)
+                elsewhere = await _running_job(conn, owner)  # made without this conversation
+                foreign = await _running_job(conn, stranger)
+                stale = await _running_job(conn, owner, claims=2)  # attempt 1 is stale
+                for job_id in (asked, foreign, stale):
+                    await conn.execute(conversations_db.insert_messages(
+                        conversation_id, [{"role": "user", "content": "ask", "tokens": 3}],
+                        job_id))
+            out: dict[str, Any] = {"jobs": {"asked": asked, "elsewhere": elsewhere,
+                                            "foreign": foreign, "stale": stale}}
+            async with engine.begin() as conn:
+                out["first"] = await finish(conn, asked, 1, "the reply")
+            async with engine.begin() as conn:
+                out["again"] = await finish(conn, asked, 1, "a second reply")
+            async with engine.begin() as conn:
+                # Even if the job were claimed again, its reply and usage stay single.
+                await conn.execute(update(tables.jobs).where(tables.jobs.c.id == asked)
+                                   .values(status="running", attempts=2))
+                out["reclaimed"] = await finish(conn, asked, 2, "a third reply")
+            async with engine.begin() as conn:
+                out["elsewhere"] = await finish(conn, elsewhere, 1, "not for this chat")
+                out["foreign"] = await finish(conn, foreign, 1, "not theirs", stranger)
+                out["stale"] = await finish(conn, stale, 1, "too late")
+            async with engine.connect() as conn:
+                out["replies"] = (await conn.execute(
+                    select(tables.conversation_messages.c.job_id,
+                           tables.conversation_messages.c.content,
+                           tables.conversation_messages.c.tokens)
+                    .where(tables.conversation_messages.c.conversation_id == conversation_id,
+                           tables.conversation_messages.c.role == "assistant"))).all()
+                usage = tables.usage_records.c
+                out["usage"] = (await conn.execute(
+                    select(usage.job_id, usage.prompt_tokens, usage.completion_tokens,
+                           usage.cost_usd)
+                    .where(usage.owner_id.in_([owner, stranger])))).all()
+                out["status"] = dict((await conn.execute(
+                    select(tables.jobs.c.id, tables.jobs.c.status)
+                    .where(tables.jobs.c.owner_id.in_([owner, stranger])))).all())
+                out["stored"] = (await conn.execute(
+                    select(tables.jobs.c.result).where(tables.jobs.c.id == asked))).scalar()
+                out["conversation"] = (await conn.execute(
+                    select(tables.conversations.c.created_at, tables.conversations.c.updated_at)
+                    .where(tables.conversations.c.id == conversation_id))).one()
+        finally:
+            await engine.dispose()
+        return out
+
+    out = asyncio.run(scenario())
+    jobs = out["jobs"]
+    assert out["first"] is not None and str(out["first"].id) == jobs["asked"]
+    assert out["again"] is None
+    assert out["reclaimed"] is not None
+    assert out["elsewhere"] is not None and out["foreign"] is not None
+    assert out["stale"] is None
+    # One reply, the first attempt's, and only for the job whose turn the conversation holds.
+    assert [(str(r.job_id), r.content, r.tokens) for r in out["replies"]] == [
+        (jobs["asked"], "the reply", 5)]
+    assert sorted(str(r.job_id) for r in out["usage"]) == sorted(
+        [jobs["asked"], jobs["elsewhere"], jobs["foreign"]])
+    assert {(r.prompt_tokens, r.completion_tokens, r.cost_usd) for r in out["usage"]} == {
+        (4, 2, Decimal("0.25"))}
+    status = {job: out["status"][job_id] for job, job_id in jobs.items()}
+    assert status == {"asked": "succeeded", "elsewhere": "succeeded", "foreign": "succeeded",
+                      "stale": "running"}
+    assert out["stored"]["content"] == "a third reply"
+    # The reply moved the conversation up in "recently updated" listings.
+    assert out["conversation"].updated_at > out["conversation"].created_at
 
 
 # --- token usage and prune ---------------------------------------------------------------
