@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # API + workers in the foreground; starts Postgres and Redis under var/ unless
-# DATABASE_URL / REDIS_URL are set. PORT, WORKER_PROCESSES, WORKER_THREADS apply.
+# DATABASE_URL / REDIS_URL are set, and restarts whichever of them dies. PORT,
+# WORKER_PROCESSES, WORKER_THREADS, WORKER_CPU_PROCESSES, WORKER_CPU_THREADS apply.
 run: $(STAMP)
 	$(BIN)/switchyard dev
 

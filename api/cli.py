@@ -7,21 +7,21 @@ Each subcommand is one `_add_<name>` function registering its arguments and a ha
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import os
 import secrets
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from sqlalchemy.exc import IntegrityError
 
 from api.devservices import (
+    RunningService,
     ServiceFailed,
     ensure_database,
     free_port,
@@ -29,11 +29,10 @@ from api.devservices import (
     spawn,
     start_postgres,
     start_redis,
-    stop_process,
-    wait_or_kill,
     web_command,
     worker_command,
 )
+from api.devsupervisor import DevSupervisor, StartupFailed
 
 # Preferred ports for the embedded servers, off the system defaults (5432, 6379) so they
 # coexist with system services; any free port is used if these are taken.
@@ -60,16 +59,16 @@ def _add_dev(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "dev",
         help="run the API and workers locally, starting Postgres and Redis if needed",
         description="Without DATABASE_URL/REDIS_URL, start Postgres (pgvector) and Redis "
-        "under --var-dir; migrate; run uvicorn and dramatiq in the foreground until Ctrl-C.",
+        "under --var-dir; migrate; run the API and the worker supervisor in the foreground "
+        "until Ctrl-C, restarting whichever of them dies.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument(
-        "--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES", "2"))
-    )
-    parser.add_argument(
-        "--worker-threads", type=int, default=int(os.environ.get("WORKER_THREADS", "16"))
-    )
+    parser.add_argument("--worker-processes", type=int,
+                        help="I/O worker processes (default: WORKER_PROCESSES, or 2)")
+    parser.add_argument("--worker-threads", type=int,
+                        help="concurrent jobs per I/O worker process (default: WORKER_THREADS, "
+                        "or 512)")
     parser.add_argument("--var-dir", type=Path, default=Path("var"))
     parser.add_argument(
         "--shutdown-timeout-s",
@@ -81,73 +80,102 @@ def _add_dev(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def dev(args: argparse.Namespace) -> int:
-    """Run the whole system in the foreground; Ctrl-C stops it in order."""
+    """Run the whole system in the foreground, restarting what dies; Ctrl-C stops it in order."""
+    interrupts = _Interrupts()
+    interrupts.install()
+    supervisor = DevSupervisor(_say)
+    try:
+        return _run_dev(args, supervisor, interrupts)
+    except KeyboardInterrupt:
+        return 1
+    finally:
+        _say("stopping …")
+        try:
+            if interrupts.count > 1:
+                raise KeyboardInterrupt
+            supervisor.stop(args.shutdown_timeout_s)
+        except KeyboardInterrupt:
+            _say("second Ctrl-C: killing")
+            supervisor.kill()
+
+
+def _run_dev(args: argparse.Namespace, supervisor: DevSupervisor,
+             interrupts: _Interrupts) -> int:
     project_dir = Path.cwd()
     var_dir: Path = args.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
-    interrupts = _Interrupts()
-    interrupts.install()
-    with ExitStack() as services:
-        try:
-            database_url = os.environ.get("DATABASE_URL")
-            if not database_url:
-                _say("starting Postgres (pgvector) …")
-                postgres = services.enter_context(
-                    start_postgres(var_dir / "postgres", free_port(DEV_POSTGRES_PORT))
-                )
-                database_url = ensure_database(postgres.url, DEV_DATABASE_NAME)
-            redis_url = os.environ.get("REDIS_URL")
-            if not redis_url:
-                _say("starting Redis …")
-                redis_url = services.enter_context(
-                    start_redis(var_dir / "redis", free_port(DEV_REDIS_PORT))
-                ).url
-            if not run_migrations(database_url, project_dir):
-                _say("warning: no alembic.ini, skipping migrations")
-        except (ServiceFailed, KeyboardInterrupt) as exc:
-            _say(str(exc) or "interrupted")
-            return 1
-        admin_key = os.environ.get("SWITCHYARD_ADMIN_KEY") or _kept_secret(
-            var_dir / "admin-key", "sy-dev-")
-        env = dict(
-            os.environ,
-            DATABASE_URL=database_url,
-            REDIS_URL=redis_url,
-            SWITCHYARD_ADMIN_KEY=admin_key,
-            # Development mode, but with real secrets of its own (kept in var/): sessions
-            # and webhook signatures made here cannot be forged with the public defaults.
-            SWITCHYARD_ENV=os.environ.get("SWITCHYARD_ENV", "development"),
-            SWITCHYARD_SECRET_KEY=os.environ.get("SWITCHYARD_SECRET_KEY")
-            or _kept_secret(var_dir / "secret-key"),
-            WEBHOOK_SECRET=os.environ.get("WEBHOOK_SECRET")
-            or _kept_secret(var_dir / "webhook-secret"),
-            # dev/echo and dev/lorem: off by default, on for the local system.
-            DEV_MODELS_ENABLED=os.environ.get("DEV_MODELS_ENABLED", "true"),
-        )
-        children = {
-            "api": spawn(web_command(args.host, args.port), env=env, cwd=project_dir),
-            "workers": spawn(
-                worker_command(args.worker_processes, args.worker_threads),
-                env=env,
-                cwd=project_dir,
-            ),
-        }
-        _say(
-            f"\nSwitchyard: http://{args.host}:{args.port}\n"
-            f"  admin key  {admin_key}\n"
-            f"  database   {database_url}\n"
-            f"  redis      {redis_url}\n"
-            "Ctrl-C to stop.\n"
-        )
-        exit_code = _supervise(children, interrupts)
-        _say("stopping …")
-        try:
-            _stop_children(children, args.shutdown_timeout_s)
-        except KeyboardInterrupt:
-            _say("second Ctrl-C: killing")
-            for process in children.values():
-                stop_process(process, signal.SIGKILL, timeout_s=1.0)
-    return exit_code
+    try:
+        database_url = os.environ.get("DATABASE_URL")
+        if not database_url:
+            _say("starting Postgres (pgvector) …")
+            postgres_url = _keep_server(supervisor, "postgres", functools.partial(
+                start_postgres, var_dir / "postgres", free_port(DEV_POSTGRES_PORT)))
+            database_url = ensure_database(postgres_url, DEV_DATABASE_NAME)
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            _say("starting Redis …")
+            redis_url = _keep_server(supervisor, "redis", functools.partial(
+                start_redis, var_dir / "redis", free_port(DEV_REDIS_PORT), durable=True))
+        if not run_migrations(database_url, project_dir):
+            _say("warning: no alembic.ini, skipping migrations")
+    except ServiceFailed as exc:
+        _say(str(exc))
+        return 1
+    admin_key = os.environ.get("SWITCHYARD_ADMIN_KEY") or _kept_secret(
+        var_dir / "admin-key", "sy-dev-")
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        SWITCHYARD_ADMIN_KEY=admin_key,
+        # Development mode, but with real secrets of its own (kept in var/): sessions
+        # and webhook signatures made here cannot be forged with the public defaults.
+        SWITCHYARD_ENV=os.environ.get("SWITCHYARD_ENV", "development"),
+        SWITCHYARD_SECRET_KEY=os.environ.get("SWITCHYARD_SECRET_KEY")
+        or _kept_secret(var_dir / "secret-key"),
+        WEBHOOK_SECRET=os.environ.get("WEBHOOK_SECRET")
+        or _kept_secret(var_dir / "webhook-secret"),
+        # dev/echo and dev/lorem: off by default, on for the local system.
+        DEV_MODELS_ENABLED=os.environ.get("DEV_MODELS_ENABLED", "true"),
+    )
+
+    def start_api() -> subprocess.Popen[bytes]:
+        return spawn(web_command(args.host, args.port), env=env, cwd=project_dir)
+
+    from schemas.settings import Settings
+
+    settings = Settings()
+    workers = worker_command(
+        settings.worker_processes if args.worker_processes is None else args.worker_processes,
+        settings.worker_threads if args.worker_threads is None else args.worker_threads)
+
+    def start_workers() -> subprocess.Popen[bytes]:
+        return spawn(workers, env=env, cwd=project_dir)
+
+    supervisor.keep("api", start_api(), start_api)
+    supervisor.keep("workers", start_workers(), start_workers)
+    _say(
+        f"\nSwitchyard: http://{args.host}:{args.port}\n"
+        f"  admin key  {admin_key}\n"
+        f"  database   {database_url}\n"
+        f"  redis      {redis_url}\n"
+        "Ctrl-C to stop.\n"
+    )
+    try:
+        supervisor.watch(lambda: interrupts.count > 0)
+    except StartupFailed as exc:
+        _say(str(exc))
+        return 1
+    return 0
+
+
+def _keep_server(supervisor: DevSupervisor, name: str,
+                 start: Callable[[], RunningService]) -> str:
+    """Start a server, have `supervisor` restart it (same dir and port) if it dies; its URL."""
+    service = start()
+    supervisor.keep(name, service.process, lambda: start().process, server=True,
+                    stop_signal=service.stop_signal)
+    return service.url
 
 
 def _add_users(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -247,29 +275,6 @@ class _Interrupts:
         self.count += 1
         if self.count > 1:
             raise KeyboardInterrupt
-
-
-def _supervise(children: dict[str, subprocess.Popen[bytes]], interrupts: _Interrupts) -> int:
-    """Wait until Ctrl-C (exit 0) or until any child exits on its own (exit 1)."""
-    while interrupts.count == 0:
-        for name, process in children.items():
-            code = process.poll()
-            if code is not None:
-                _say(f"{name} exited with code {code}")
-                return 1
-        time.sleep(0.2)
-    return 0
-
-
-def _stop_children(children: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> None:
-    # Signal all first so the API and the workers drain in parallel. Dramatiq's master
-    # forwards SIGTERM to its worker processes, which finish in-flight messages.
-    for process in children.values():
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for process in children.values():
-        wait_or_kill(process, max(0.0, deadline - time.monotonic()))
 
 
 def _kept_secret(path: Path, prefix: str = "") -> str:

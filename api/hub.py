@@ -16,7 +16,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from pipelines.log_throttle import RECONNECT_LOG_INTERVAL_S, Throttle
+
 log = logging.getLogger("switchyard.hub")
+
+_RETRY_MIN_S = 0.2
+_RETRY_MAX_S = 5.0
 
 RESYNC = object()
 
@@ -101,17 +106,26 @@ class Hub:
                         await self._pubsub.unsubscribe(channel)
 
     async def _run(self) -> None:
+        # While Redis is down every attempt fails at once: wait longer each time, and log
+        # one warning per interval rather than one per attempt.
+        retry_s = _RETRY_MIN_S
+        warnings = Throttle(RECONNECT_LOG_INTERVAL_S)
         while True:
             try:
                 await self._read_forever()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("pub/sub connection lost (%r); resubscribing", exc)
-                await asyncio.sleep(0.2)
-                with contextlib.suppress(Exception):
+                if (held := warnings.allow()) is not None:
+                    log.warning("pub/sub connection lost (%r); resubscribing", exc,
+                                extra={"repeats_suppressed": held})
+                await asyncio.sleep(retry_s)
+                try:
                     await self._pubsub.subscribe(self._control, *self._watchers,
                                                  *self._listeners)
+                    retry_s = _RETRY_MIN_S
+                except Exception:
+                    retry_s = min(2 * retry_s, _RETRY_MAX_S)
                 for handler in self._watchers.values():
                     handler(None)
                 for listeners in self._listeners.values():

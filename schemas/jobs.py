@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
@@ -40,6 +42,33 @@ JOB_ROUTES: dict[str, JobRoute] = {
 
 # Not a job kind: the delivery of a finished job's webhook, retried with backoff.
 WEBHOOK_ROUTE = JobRoute(actor_name="deliver_webhook", queue_name="default")
+
+
+class QueueGroup(StrEnum):
+    """Which worker processes consume a queue (workers/supervise.py starts each group's).
+
+    `io`: jobs that mostly wait on the network (model streams, webhooks), many at once in
+    each process. `cpu`: jobs that keep a core busy (partitioning, embedding), in their own
+    processes with few threads, so they never hold up the streams.
+    """
+
+    io = "io"
+    cpu = "cpu"
+
+
+# Every queue a route above uses, with its group; a worker process refuses to start while
+# an actor's queue is missing here, so no queue can go unconsumed.
+QUEUE_GROUPS: Mapping[str, QueueGroup] = MappingProxyType({
+    "chat": QueueGroup.io,
+    "default": QueueGroup.io,
+    "ingest": QueueGroup.cpu,
+})
+
+
+def queues_in(group: QueueGroup) -> frozenset[str]:
+    """The queues the worker processes of `group` consume."""
+    return frozenset(queue for queue, owner in QUEUE_GROUPS.items() if owner is group)
+
 
 JobKind = Literal["chat", "noop", "compare", "prune", "ingest"]
 

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     outbound_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Workers
+    # Worker processes `python -m workers.supervise` keeps running (queue groups: see
+    # QUEUE_GROUPS in schemas/jobs.py). An I/O process runs up to WORKER_THREADS jobs at
+    # once (async actors share its one event loop; each thread only waits on a coroutine);
+    # CPU processes run ingestion with few threads, apart from the streams.
+    worker_processes: int = Field(default=2, ge=0)
+    worker_threads: int = Field(default=512, ge=1)
+    worker_cpu_processes: int = Field(default=1, ge=0)
+    worker_cpu_threads: int = Field(default=1, ge=1)
     stream_flush_ms: float = 10.0
     worker_heartbeat_interval_s: float = 5.0
     worker_presence_ttl_s: float = 20.0

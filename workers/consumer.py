@@ -5,27 +5,71 @@ queue is empty, so a job sent to an idle worker waits up to that long before it 
 Here an idle consumer blocks on a per-queue wake-up list (BLPOP) that every enqueue pushes
 to, so the hop from enqueue to a worker is one Redis round trip, and an idle worker costs
 one blocking call per timeout instead of a poll every few milliseconds.
+
+`release` hands a dead worker process's messages back at once. Upstream requeues a dead
+consumer's fetched-but-unacked messages only when a maintenance run (1 dispatch in 1,000)
+finds its heartbeat older than `heartbeat_timeout` (60 s); the supervisor that started the
+process knows it died, so it calls `release` with the broker id it gave the process
+(`BROKER_ID_ENV`), through Dramatiq's own dispatch.lua;
+`tests/integration/test_redelivery.py` pins this against the installed Dramatiq.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 
 from pipelines.keys import Keys
 
 _WAKE_BACKLOG = 256
+# The broker id of a worker process started by workers/supervise.py, so it can `release`.
+BROKER_ID_ENV = "SWITCHYARD_BROKER_ID"
+# A dispatch.lua command that changes nothing (it counts), to run the script's preamble
+# (the heartbeat) and its maintenance.
+_NO_OP = "qsize"
 
 
 class WakeableRedisBroker(RedisBroker):
     def __init__(self, *, keys: Keys, **kwargs: Any) -> None:
         super().__init__(namespace=keys.dramatiq_namespace, **kwargs)
+        self.broker_id = os.environ.get(BROKER_ID_ENV) or self.broker_id
         self.keys = keys
         self.add_middleware(_WakeOnEnqueue(keys))
+
+    def release(self, dead_broker_id: str, queue_names: Iterable[str]) -> None:
+        """Requeue the unacked messages of a dead process's broker on `queue_names` now.
+
+        dispatch.lua stamps the caller's heartbeat with the timestamp it is given, so one
+        call as the dead broker at timestamp 0 makes it the only broker past the timeout;
+        maintenance on each queue (and its delay queue) then moves its messages back, as
+        upstream would a minute later. Never call this for a broker that may be alive.
+        """
+        names = [name for queue in sorted(queue_names) for name in (queue, dq_name(queue))]
+        if not names:
+            return
+        dispatch = self.scripts["dispatch"]
+        max_unpack_size = self._max_unpack_size()
+
+        def args(timestamp: int, queue: str, broker_id: str, maintenance: int) -> list[Any]:
+            # RedisBroker._dispatch's layout (pinned by tests/unit/test_enqueue_layout.py).
+            return [_NO_OP, timestamp, queue, broker_id, self.heartbeat_timeout,
+                    self.dead_message_ttl, maintenance, max_unpack_size]
+
+        pipe = self.client.pipeline(transaction=False)
+        dispatch(keys=[self.namespace], args=args(0, names[0], dead_broker_id, 0), client=pipe)
+        for name in names:
+            dispatch(keys=[self.namespace], args=args(current_millis(), name, self.broker_id, 1),
+                     client=pipe)
+            pipe.lpush(self.keys.wake(name), b"1")
+            pipe.ltrim(self.keys.wake(name), 0, _WAKE_BACKLOG - 1)
+        pipe.execute()
 
     def consume(self, queue_name: str, prefetch: int = 1,
                 timeout: int = 5000) -> dramatiq.Consumer:

@@ -30,7 +30,8 @@ class Presence(dramatiq.Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         info = {"host": socket.gethostname(), "pid": os.getpid(),
-                "queues": sorted(broker.get_declared_queues()), "started_at": time.time(),
+                "queues": sorted(worker.consumer_whitelist or broker.get_declared_queues()),
+                "started_at": time.time(),
                 "threads": worker.worker_threads}
         self._beat(info)
         threading.Thread(target=self._loop, args=(info,), name="presence", daemon=True).start()

@@ -44,7 +44,7 @@ WORKERS_STOP_TIMEOUT_S = 20.0
 
 @dataclass
 class Stack:
-    """One API process and one Dramatiq master (with its worker processes)."""
+    """One API process and one worker supervisor (with its worker processes)."""
 
     base_url: str
     admin_key: str
@@ -73,7 +73,7 @@ class Stack:
         return self.workers is not None and self.workers.poll() is None
 
     def start_workers(self, *, wait_ready: bool = True) -> None:
-        """Start `dramatiq workers.main` (if not running) and wait for /ready."""
+        """Start the worker supervisor (if not running) and wait for /ready."""
         if not self.workers_running():
             self.workers = spawn(
                 worker_command(self.worker_processes, self.worker_threads),
@@ -87,10 +87,10 @@ class Stack:
     def kill_workers(
         self, sig: signal.Signals = signal.SIGKILL, timeout_s: float = WORKERS_STOP_TIMEOUT_S
     ) -> int | None:
-        """Signal the workers and wait for them to exit; returns the master's exit code.
+        """Signal the workers and wait for them to exit; returns the supervisor's exit code.
 
-        SIGKILL goes to the whole process group (master and worker processes die at once,
-        like a lost host); other signals go to the master, which forwards them, as a
+        SIGKILL goes to the whole process group (supervisor and worker processes die at
+        once, like a lost host); other signals go to the supervisor, which forwards them, as a
         process manager would. Anything left after `timeout_s` is SIGKILLed.
         """
         if self.workers is None:
