@@ -7,19 +7,26 @@ Tests drive the real SDKs against these instead of monkeypatching them. In a tes
         upstream.reset(error_status=503, error_times=2)   # change knobs between calls
         upstream.requests[-1].body                         # what the SDK sent
 
-`Behaviour` lists the knobs. A request may override them with an `x-fake-behaviour`
-header holding JSON (handy from an SDK's `extra_headers`). For benchmarks, run one in
-its own process (`python -m tests.fakes.upstream openai`, or `spawn_fake_upstream`) so
-the server does not share the client's GIL; control it over `PUT /_fake/behaviour`,
-`GET /_fake/requests`, `DELETE /_fake/requests`.
+`Behaviour` lists the knobs. `per_model` overrides them for requests naming a model, and
+a request may override them with an `x-fake-behaviour` header holding JSON (handy from an
+SDK's `extra_headers`). For benchmarks, run one in its own process (`python -m
+tests.fakes.upstream openai`, or `spawn_fake_upstream`) so the server does not share the
+client's GIL; control it over `PUT /_fake/behaviour`, `GET /_fake/requests`,
+`DELETE /_fake/requests`. `run_fake_upstream(..., processes=N)` runs N such processes on
+one port (SO_REUSEPORT, so the kernel spreads connections): one process does a few
+thousand requests per second, a benchmark of the direct path needs more. Each process
+keeps its own knobs and request log then, so set knobs at start and pass `record=False`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +48,7 @@ from tests.fakes import wire
 
 Kind = Literal["openai", "anthropic"]
 _STALL = b"\0stall\0"  # a frame that tells `_paced` to go silent until the client leaves
+_GAP = b"\0gap\0"  # a frame that tells `_paced` to wait `gap_ms` (between content words)
 
 
 @dataclass
@@ -50,7 +58,7 @@ class Behaviour:
     text: str = "Hello from the fake upstream."
     echo: bool = False  # reply with the last user message instead of `text`
     ttft_ms: float = 0  # delay before the first chunk (or the whole non-stream reply)
-    gap_ms: float = 0  # delay between chunks
+    gap_ms: float = 0  # delay between content words (the first word goes with the first chunk)
     tool_call: dict[str, Any] | None = None  # {"name": ..., "arguments": {...}}
     error_status: int | None = None  # 400/401/429/500/503/529 with a wire-format body
     error_times: int | None = None  # fail this many requests, then succeed; None: always
@@ -59,6 +67,10 @@ class Behaviour:
     stall_after_words: int | None = None  # stream this many words, then go silent
     models: list[str] = field(default_factory=lambda: ["fake-model"])
     embedding_dimension: int = 8
+    # Knob overrides for requests whose body names the model, e.g. an instant and a paced
+    # model served by one fake: {"fake-paced": {"ttft_ms": 50, "gap_ms": 20}}.
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    record: bool = True  # keep `requests`; benchmarks turn it off so memory stays flat
 
 
 @dataclass
@@ -74,11 +86,13 @@ class RecordedRequest:
 class FakeUpstream:
     """One fake server; a context manager that runs it on a free 127.0.0.1 port."""
 
-    def __init__(self, kind: Kind, **knobs: Any) -> None:
+    def __init__(self, kind: Kind, *, port: int = 0, reuse_port: bool = False,
+                 **knobs: Any) -> None:
         self.kind = kind
         self.behaviour = Behaviour(**knobs)
         self.requests: list[RecordedRequest] = []
-        self.port = 0
+        self.port = port
+        self._reuse_port = reuse_port  # share `port` with sibling processes
         self._failures = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -110,6 +124,8 @@ class FakeUpstream:
     def __enter__(self) -> FakeUpstream:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self._reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -151,8 +167,12 @@ class FakeUpstream:
     async def _record(self, request: Request) -> tuple[RecordedRequest, Behaviour]:
         body = await request.json() if await request.body() else None
         record = RecordedRequest(request.method, request.url.path, dict(request.headers), body)
-        self.requests.append(record)
         behaviour = self.behaviour
+        if behaviour.record:
+            self.requests.append(record)
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and model in behaviour.per_model:
+            behaviour = dataclasses.replace(behaviour, **behaviour.per_model[model])
         override = request.headers.get("x-fake-behaviour")
         if override:
             behaviour = dataclasses.replace(behaviour, **json.loads(override))
@@ -221,6 +241,8 @@ class FakeUpstream:
         def frames() -> Iterator[bytes]:
             yield wire.openai_chunk(reply, {"role": "assistant", "content": ""}, None, usage)
             for i, word in enumerate(reply.words):
+                if i:
+                    yield _GAP
                 yield wire.openai_chunk(reply, {"content": word}, None, usage)
                 if i + 1 == behaviour.stall_after_words:
                     yield _STALL
@@ -252,10 +274,12 @@ class FakeUpstream:
             yield wire.anthropic_message_start(reply)
             index = 0
             if reply.words or not reply.tool_name:
-                block = {"type": "text", "text": ""}
+                block: dict[str, Any] = {"type": "text", "text": ""}
                 yield event("content_block_start", {"index": 0, "content_block": block})
                 yield event("ping", {})
                 for i, word in enumerate(reply.words):
+                    if i:
+                        yield _GAP
                     delta = {"type": "text_delta", "text": word}
                     yield event("content_block_delta", {"index": 0, "delta": delta})
                     if i + 1 == behaviour.stall_after_words:
@@ -343,15 +367,15 @@ class _EventStream(StreamingResponse):
 
 
 async def _paced(frames: Iterator[bytes], behaviour: Behaviour) -> AsyncIterator[bytes]:
+    """`frames` after `ttft_ms`, waiting `gap_ms` at each `_GAP`: a word every `gap_ms`."""
     await _sleep_ms(behaviour.ttft_ms)
-    first = True
     for frame in frames:
         if frame is _STALL:
             await asyncio.Event().wait()
-        if not first:
+        elif frame is _GAP:
             await _sleep_ms(behaviour.gap_ms)
-        first = False
-        yield frame
+        else:
+            yield frame
 
 
 async def _sleep_ms(ms: float) -> None:
@@ -369,30 +393,78 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+@dataclass
+class FakeProcesses:
+    """Fake upstream processes serving one port: where to send requests, whose CPU to read."""
+
+    base_url: str
+    pids: list[int]
+
+
+@contextlib.contextmanager
+def run_fake_upstream(kind: Kind, *, processes: int = 1, **knobs: Any) -> Iterator[FakeProcesses]:
+    """Run a fake in `processes` child processes sharing one 127.0.0.1 port."""
+    repo_root = Path(__file__).resolve().parents[2]
+    # Hold the port (bound, not listening, so it takes no connections) until every child
+    # has bound it too, so no other program can take it in between.
+    reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reserved.bind(("127.0.0.1", 0))
+    port = reserved.getsockname()[1]
+    command = [sys.executable, "-m", "tests.fakes.upstream", kind, json.dumps(knobs),
+               "--port", str(port), "--reuse-port"]  # fmt: skip
+    children: list[subprocess.Popen[str]] = []
+    try:
+        base_url = ""
+        for _ in range(processes):
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=repo_root)
+            children.append(child)
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line.startswith("READY "):
+                raise RuntimeError(f"fake upstream failed to start: {line!r}")
+            base_url = line.split()[1]
+        reserved.close()
+        yield FakeProcesses(base_url, [child.pid for child in children])
+    finally:
+        reserved.close()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=10)
+            if child.stdout is not None:
+                child.stdout.close()
+
+
 @contextlib.contextmanager
 def spawn_fake_upstream(kind: Kind, **knobs: Any) -> Iterator[str]:
     """Run a fake in a child process; yields its base URL (as `FakeUpstream.base_url`)."""
-    command = [sys.executable, "-m", "tests.fakes.upstream", kind, json.dumps(knobs)]
-    repo_root = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=repo_root)
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"fake upstream failed to start: {line!r}")
-        yield line.split()[1]
-    finally:
-        child.terminate()
-        child.wait(timeout=10)
-        if child.stdout is not None:
-            child.stdout.close()
+    with run_fake_upstream(kind, **knobs) as fake:
+        yield fake.base_url
+
+
+def _die_with_parent() -> None:
+    """Have Linux send us SIGTERM when our parent dies, so a benchmark or test killed
+    without running its cleanup (SIGKILL, a crash) leaves no fake holding a port."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def main() -> None:
-    """`python -m tests.fakes.upstream KIND [KNOBS_JSON]`: print `READY <base_url>`, serve."""
-    kind: Kind = sys.argv[1]  # type: ignore[assignment]
-    knobs = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
-    with FakeUpstream(kind, **knobs) as upstream:
+    """`python -m tests.fakes.upstream KIND [KNOBS_JSON] [--port N [--reuse-port]]`.
+
+    Prints `READY <base_url>` once listening, then serves until interrupted.
+    """
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.upstream")
+    parser.add_argument("kind", choices=["openai", "anthropic"])
+    parser.add_argument("knobs", nargs="?", default="{}", help="Behaviour knobs as JSON")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="share the port with other fake processes (SO_REUSEPORT)")
+    args = parser.parse_args()
+    _die_with_parent()
+    with FakeUpstream(args.kind, port=args.port, reuse_port=args.reuse_port,
+                      **json.loads(args.knobs)) as upstream:
         print(f"READY {upstream.base_url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
