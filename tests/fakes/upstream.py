@@ -71,6 +71,11 @@ class Behaviour:
     # model served by one fake: {"fake-paced": {"ttft_ms": 50, "gap_ms": 20}}.
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     record: bool = True  # keep `requests`; benchmarks turn it off so memory stays flat
+    # OpenAI only. Answer 200 with exactly this body instead of a completion (an HTML page,
+    # a broken or hand-made event stream); a list is sent frame by frame, `gap_ms` apart.
+    raw_reply: str | list[str] | None = None
+    raw_content_type: str = "text/event-stream"
+    ignore_stream: bool = False  # OpenAI only: answer whole JSON even when asked to stream
 
 
 @dataclass
@@ -230,9 +235,11 @@ class FakeUpstream:
         refusal = await self._refusal(request, record, behaviour)
         if refusal is not None:
             return refusal
+        if behaviour.raw_reply is not None:
+            return _raw_reply(behaviour, record)
         body = record.body or {}
         reply = self._reply(body, behaviour)
-        if not body.get("stream"):
+        if not body.get("stream") or behaviour.ignore_stream:
             await _sleep_ms(behaviour.ttft_ms)
             record.outcome = "completed"
             return JSONResponse(wire.openai_completion(reply))
@@ -351,8 +358,9 @@ class _EventStream(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterator[bytes], record: RecordedRequest) -> None:
-        super().__init__(content, headers={"cache-control": "no-cache"})
+    def __init__(self, content: AsyncIterator[bytes], record: RecordedRequest,
+                 media_type: str | None = None) -> None:
+        super().__init__(content, headers={"cache-control": "no-cache"}, media_type=media_type)
         self._record = record
 
     async def stream_response(self, send: Any) -> None:
@@ -364,6 +372,19 @@ class _EventStream(StreamingResponse):
             self._record.outcome = "disconnected"
             raise
         self._record.outcome = "completed"
+
+
+def _raw_reply(behaviour: Behaviour, record: RecordedRequest) -> Response:
+    raw = behaviour.raw_reply
+    pieces = [raw] if isinstance(raw, str) else list(raw or [])
+
+    def frames() -> Iterator[bytes]:
+        for i, piece in enumerate(pieces):
+            if i:
+                yield _GAP
+            yield piece.encode()
+
+    return _EventStream(_paced(frames(), behaviour), record, media_type=behaviour.raw_content_type)
 
 
 async def _paced(frames: Iterator[bytes], behaviour: Behaviour) -> AsyncIterator[bytes]:

@@ -12,8 +12,13 @@ import httpx
 import orjson
 import pytest
 import websockets
+from sqlalchemy import create_engine, update
 from websockets.sync.client import connect as ws_connect
 
+from api.auth import BOOTSTRAP_USER_ID
+from pipelines.db import jobs as jobs_db
+from pipelines.db.engine import sync_url
+from pipelines.db.tables import jobs as jobs_table
 from tests.integration.jobclient import (
     EventLogReader,
     assert_no_server_errors,
@@ -283,6 +288,36 @@ def test_retrying_a_failed_job_runs_it_again(http: httpx.Client, log: EventLogRe
     assert log.types(job["id"]).count("started") == 2
 
 
+def test_a_job_whose_stored_input_fails_its_payload_model_fails_once_with_validation_failed(
+    http: httpx.Client, log: EventLogReader, database_url: str,
+) -> None:
+    # A compare job stored before its kind was checked at the edge (an older release let
+    # it through), queued again by a retry: the actor scaffold validates the stored input
+    # with the payload model and fails the job for good, without a retry.
+    job_id = str(uuid.uuid4())
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(*jobs_db.insert_job(job_id=job_id, kind="compare",
+                                             owner_id=BOOTSTRAP_USER_ID,
+                                             input={"prompt": "hi", "models": ["dev/echo"]}))
+            conn.execute(update(jobs_table).where(jobs_table.c.id == job_id)
+                         .values(status="failed"))
+    finally:
+        engine.dispose()
+
+    assert http.post(f"/v1/jobs/{job_id}/retry").status_code == 202
+    done = wait_status(http, job_id)
+
+    assert done["status"] == "failed", done
+    assert done["error"]["code"] == "VALIDATION_FAILED"
+    assert done["error"]["message"].startswith("Invalid compare input")
+    assert done["attempts"] == 1
+    types = log.types(job_id)
+    assert types.count("started") == 1 and "retry" not in types
+    assert types[-1] == "failed"
+
+
 def test_retrying_a_succeeded_or_active_job_is_a_conflict(http: httpx.Client) -> None:
     done = submit(http, "noop")
     wait_status(http, done["id"])
@@ -333,6 +368,10 @@ def test_a_body_that_is_not_json_is_a_415(http: httpx.Client, path: str) -> None
     ({"kind": "noop", "surprise": 1}, "surprise"),
     ({"kind": "chat", "input": {"model": "dev/echo", "messages": []}}, "input.messages"),
     ({"kind": "chat", "input": {"messages": [{"role": "user", "content": "x"}]}}, "input.model"),
+    # Every kind is checked with its actor's payload model, not only chat.
+    ({"kind": "compare", "input": {"prompt": "x", "models": ["dev/echo"]}}, "input.models"),
+    ({"kind": "compare", "input": {"models": ["dev/echo", "dev/lorem"]}}, "input.prompt"),
+    ({"kind": "prune", "input": {"keep_last": 2}}, "input.conversation_id"),
 ])
 def test_a_schema_violation_is_a_422_naming_the_field(
     http: httpx.Client, body: dict[str, Any], field: str

@@ -102,7 +102,7 @@ async def _with_watchdog(model: ScriptedModel, run: Any) -> Any:
 
 def test_text_waiting_when_its_window_closes_is_published_without_waiting_for_the_next_chunk():
     async def go() -> tuple[list[str], dict[str, Any]]:
-        clock, timeline = Clock(), []
+        clock, timeline = Clock(), list[str]()
         # "a" goes out at once; "b" and "c" arrive within its 10 ms window; then the model
         # goes quiet until the test sees "abc" published.
         model = ScriptedModel(clock, timeline, [
@@ -124,7 +124,7 @@ def test_text_waiting_when_its_window_closes_is_published_without_waiting_for_th
 
 def test_text_within_one_window_is_coalesced_into_one_delta():
     async def go() -> list[tuple[str, dict[str, Any]]]:
-        clock, timeline = Clock(), []
+        clock, timeline = Clock(), list[str]()
         # Ten words 2 ms apart with a 5 ms window: the first word alone, then whatever
         # arrived until the window (counted from the previous delta) closed.
         model = ScriptedModel(clock, timeline, words(10, 0.002))
@@ -139,7 +139,7 @@ def test_text_within_one_window_is_coalesced_into_one_delta():
 
 def test_the_first_delta_carries_the_upstream_ttft_and_the_result_the_upstream_time():
     async def go() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
-        clock, timeline = Clock(), []
+        clock, timeline = Clock(), list[str]()
         model = ScriptedModel(clock, timeline, [(0.250, "first "), (0.300, "second "),
                                                 (0.400, "third")])
         emit = Emit(timeline)
@@ -159,7 +159,7 @@ def test_a_whole_answer_publishes_no_delta_and_checks_for_cancellation_every_int
     checks: list[float] = []
 
     async def go() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
-        clock, timeline = Clock(), []
+        clock, timeline = Clock(), list[str]()
         # 0.4 s of words, one every 0.04 s: a cancel check every 0.1 s, not every word.
         model = ScriptedModel(clock, timeline, words(10, 0.04))
 
@@ -180,7 +180,7 @@ def test_a_whole_answer_publishes_no_delta_and_checks_for_cancellation_every_int
 
 def test_a_whole_answer_stops_with_job_cancelled_once_the_job_is_cancelled():
     async def go() -> tuple[ScriptedModel, Emit, bool]:
-        clock, timeline = Clock(), []
+        clock, timeline = Clock(), list[str]()
         model = ScriptedModel(clock, timeline, words(50, 0.04))
         emit = Emit(timeline)
 
@@ -201,7 +201,7 @@ def test_a_whole_answer_stops_with_job_cancelled_once_the_job_is_cancelled():
 
 def test_a_cancel_reported_by_a_publish_stops_the_stream_and_closes_the_models_iterator():
     async def go() -> tuple[ScriptedModel, bool]:
-        clock, timeline = Clock(), []
+        clock, timeline = Clock(), list[str]()
         model = ScriptedModel(clock, timeline, words(50, 0.02))
         with pytest.raises(JobCancelled):
             await complete(model, REQUEST, Emit(timeline, cancel_at=2), flush_ms=10,
@@ -216,7 +216,7 @@ def test_a_cancel_reported_by_a_publish_stops_the_stream_and_closes_the_models_i
 
 def test_a_cancel_reported_by_a_deadline_flush_closes_the_model_waiting_for_its_next_chunk():
     async def go() -> tuple[list[str], bool]:
-        clock, timeline = Clock(), []
+        clock, timeline = Clock(), list[str]()
         # "b" is published by the deadline while the model is stalled: the cancel arrives
         # with a read of the next chunk still pending.
         model = ScriptedModel(clock, timeline, [(0.05, "a"), (0.051, "b"), STALL,
