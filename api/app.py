@@ -71,7 +71,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace,
                              middleware=[])
         events = AsyncEventLog(redis, keys, maxlen=settings.event_stream_maxlen,
-                               ttl_s=settings.event_stream_ttl_s)
+                               ttl_s=settings.event_stream_ttl_s,
+                               max_event_bytes=settings.max_event_bytes,
+                               max_stream_bytes=settings.event_stream_max_bytes)
         app.state.services = Services(
             settings=settings, engine=engine, redis=redis,
             autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
