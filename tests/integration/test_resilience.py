@@ -26,7 +26,9 @@ FAST_REDELIVERY = {"BROKER_HEARTBEAT_TIMEOUT_MS": "2000", "BROKER_MAINTENANCE_CH
 def test_the_broker_timing_settings_reach_dramatiqs_redis_broker() -> None:
     script = ("from workers.broker import broker; "
               "print(broker.heartbeat_timeout, broker.maintenance_chance)")
-    env = {**os.environ, **FAST_REDELIVERY, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    # Development mode: the broker module refuses the public default secrets otherwise.
+    env = {**os.environ, **FAST_REDELIVERY, "REDIS_URL": "redis://127.0.0.1:1/0",
+           "SWITCHYARD_ENV": "development"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                          text=True, timeout=30, check=True)
     assert out.stdout.split() == ["2000", "1000000"]
