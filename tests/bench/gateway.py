@@ -57,6 +57,9 @@ LOREM_DELAY_MS = 20.0
 TARGETS = ("direct", "litellm", "switchyard")
 _MESSAGES = [{"role": "user", "content": "Write sixty-four words."}]
 _READY_TIMEOUT_S = 60.0
+LOADGEN_GROUP = "load generator"
+# A load generator process busier than this (of one core) may be what limits a figure.
+LOADGEN_SATURATED_PCT = 80.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class Measurement:
     target_groups: list[str]
     machine_cpu_s: float  # all cores' busy time between the two snapshots
     window_s: float  # wall time between the two snapshots
+    loadgen_busiest_s: float  # CPU seconds of the busiest load generator process
 
 
 @dataclass
@@ -110,7 +114,7 @@ def run(database_url: str, redis_url: str, log_dir: Path, options: Options) -> G
             per_model={PACED_MODEL: {"ttft_ms": TTFT_MS, "gap_ms": GAP_MS}}))
         loadgen = stack.enter_context(LoadGenerator(options.loadgen_processes))
         shared = [procstat.ProcessGroup("fake upstream", tuple(fake.pids), tree=False),
-                  procstat.ProcessGroup("load generator", tuple(loadgen.pids), tree=False)]
+                  procstat.ProcessGroup(LOADGEN_GROUP, tuple(loadgen.pids), tree=False)]
         for name in options.targets:
             opener = {"direct": _direct, "litellm": _litellm, "switchyard": _switchyard}[name]
             try:
@@ -250,9 +254,13 @@ def _measure(target: Target, figure: str, loadgen: LoadGenerator, load: Load,
     measurement = Measurement(target.name, figure, load.connections, result,
                               procstat.cpu_seconds_between(before, after),
                               [group.name for group in target.groups],
-                              machine_after - machine_before, time.monotonic() - started)
+                              machine_after - machine_before, time.monotonic() - started,
+                              procstat.busiest_process_s(before, after, LOADGEN_GROUP))
     line = detail_row(measurement)
     print(" ".join(f"{k}={_short(v)}" for k, v in line.items()), flush=True)
+    if line["loadgen_busiest_pct"] > LOADGEN_SATURATED_PCT:
+        print(f"warning: a load generator process was {line['loadgen_busiest_pct']:.0f}% busy: "
+              f"this figure may be limited by the client; try --loadgen-processes", flush=True)
     return measurement
 
 
@@ -306,6 +314,7 @@ def detail_row(m: Measurement) -> dict[str, Any]:
         row[f"cpu_ms_per_req_{name.replace(' ', '_').lower()}"] = seconds * 1000 / done
     row["cpu_s_other_programs"] = max(0.0, m.machine_cpu_s - sum(m.cpu_s.values()))
     row["machine_busy_pct"] = 100 * m.machine_cpu_s / (m.window_s * (os.cpu_count() or 1))
+    row["loadgen_busiest_pct"] = 100 * m.loadgen_busiest_s / r.elapsed_s
     if r.error_samples:
         row["error_samples"] = " | ".join(r.error_samples[:3])
     return row
@@ -371,21 +380,30 @@ def comparison_rows(run: GatewayRun) -> list[dict[str, Any]]:
 
 
 def cpu_rows(run: GatewayRun) -> list[dict[str, Any]]:
-    """CPU ms per completed request of every process group, per target and figure."""
+    """CPU ms per completed request of every process group, per target and figure: the
+    target's own processes (and their total), then the fake upstream, the load generator
+    and whatever else ran on the machine meanwhile (other sessions, the kernel's share)."""
     rows = []
     for m in run.measurements:
         done = max(m.result.completed, 1)
         row: dict[str, Any] = {"bench": f"gateway CPU ms/request: {m.target}, {_label(m)}"}
-        for name, seconds in m.cpu_s.items():
-            row[name] = seconds * 1000 / done
+        own = [name for name in m.cpu_s if name in m.target_groups]
+        row["target total"] = (sum(m.cpu_s[name] for name in own) * 1000 / done if own
+                               else math.nan)
+        for name in own + [name for name in m.cpu_s if name not in own]:
+            row[name] = m.cpu_s[name] * 1000 / done
         other = max(0.0, m.machine_cpu_s - sum(m.cpu_s.values()))
         row["other programs"] = other * 1000 / done
         rows.append(row)
-    return rows
+    shared = ["fake upstream", LOADGEN_GROUP, "other programs"]
+    names = [k for row in rows for k in row if k != "bench"]
+    order = [k for k in dict.fromkeys(names) if k not in shared] + shared
+    return [{"bench": row["bench"], **{k: row.get(k, math.nan) for k in order}} for row in rows]
 
 
 def markdown_table(rows: list[dict[str, Any]], first: str = "figure") -> str:
-    """`rows` (dicts sharing a "bench" key) as a GitHub markdown table for the README."""
+    """`rows` (dicts sharing a "bench" key) as a GitHub markdown table for the README;
+    columns in the order they first appear."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k != "bench" and k not in columns]

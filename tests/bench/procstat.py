@@ -100,6 +100,13 @@ def cpu_seconds_between(before: Snapshot, after: Snapshot) -> dict[str, float]:
     return used
 
 
+def busiest_process_s(before: Snapshot, after: Snapshot, group: str) -> float:
+    """CPU seconds of the group's busiest process between two snapshots (is one saturated?)."""
+    earlier = before.get(group, {})
+    deltas = [value - earlier.get(pid, 0) for pid, value in after.get(group, {}).items()]
+    return max(deltas, default=0) / _TICKS_PER_S
+
+
 def machine_busy_s() -> float:
     """CPU seconds all cores have spent not idle since boot (user+nice+system+irq+steal)."""
     first = (_PROC / "stat").read_text().splitlines()[0].split()

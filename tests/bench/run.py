@@ -32,6 +32,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _finite(value: Any) -> Any:
+    """`value` with NaN (a figure a target has not got) as null: NaN is not JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         name = row.get("bench", "?")
@@ -124,7 +135,7 @@ def main() -> None:
               "started": started, "seconds": round(time.time() - started, 1), "rows": rows}
     if gateway_report:
         report["gateway"] = gateway_report
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    Path(args.out).write_text(json.dumps(_finite(report), indent=2))
     print("\nAll results:")
     print_table(rows)
     if gateway_report:
