@@ -89,18 +89,19 @@ async def complete(
     upcoming: asyncio.Future[ChatChunk] | None = None
     try:
         while True:
-            if pending:
-                # Something waits for its window to close: wait for the next chunk only
-                # until then, and flush on the deadline.
-                if upcoming is None:
-                    upcoming = asyncio.ensure_future(_next(chunks))
-                wait_s = last_flush + flush_s - clock()
-                if wait_s > 0:
-                    await asyncio.wait((upcoming,), timeout=wait_s)
-                if not upcoming.done():
-                    await flush()
-                    continue
-                chunk = upcoming.result()
+            if pending and upcoming is None:
+                upcoming = asyncio.ensure_future(_next(chunks))
+            if upcoming is not None:
+                if pending:
+                    # Something waits for its window to close: wait for the next chunk
+                    # only until then, and flush on the deadline.
+                    wait_s = last_flush + flush_s - clock()
+                    if wait_s > 0:
+                        await asyncio.wait((upcoming,), timeout=wait_s)
+                    if not upcoming.done():
+                        await flush()
+                        continue
+                chunk = await upcoming
                 upcoming = None
             else:
                 chunk = await _next(chunks)
@@ -132,7 +133,9 @@ async def complete(
                     raise JobCancelled("The job was cancelled.")
     finally:
         if upcoming is not None:
+            # The generator cannot be closed while a read is under way in that task.
             upcoming.cancel()
+            await asyncio.wait((upcoming,))
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
