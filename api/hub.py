@@ -80,18 +80,21 @@ class Hub:
         """Listen on `channel`; messages arrive parsed (with `key`) on the yielded queue."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         listeners = self._listeners.get(channel)
+        first = listeners is None
         if listeners is None:
             self._listeners[channel] = {queue}
             waiter = self._confirmed.get(channel)
             if waiter is None or waiter.done():
                 waiter = asyncio.get_running_loop().create_future()
                 self._confirmed[channel] = waiter
-            await self._pubsub.subscribe(channel)
         else:
             listeners.add(queue)
             waiter = self._confirmed[channel]
         self._keys[channel] = key
         try:
+            # Inside the try: a SUBSCRIBE that fails (Redis down) must not leave a listener.
+            if first:
+                await self._pubsub.subscribe(channel)
             await asyncio.wait_for(asyncio.shield(waiter), timeout=10)
             yield queue
         finally:

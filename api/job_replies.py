@@ -26,10 +26,11 @@ from starlette.types import Receive, Scope, Send
 from api.context import Services, principal, services
 from api.errors import error_body, job_error_headers, job_error_status, wire_format
 from api.formats.sse import SSE_HEADERS
+from api.formats.writer import Writer
 from api.job_control import OnSubmit, cancel_job, submit_job
-from api.job_stream import TIMED_OUT, JobStream, Tick, Writer, failure_of
+from api.job_stream import TIMED_OUT, JobStream, Tick
 from pipelines.db.jobs import new_job_id
-from schemas.events import JobFailure
+from schemas.events import JobFailure, failure_of
 from schemas.jobs import Event
 
 OVERHEAD_HEADER = "X-Switchyard-Overhead-Ms"

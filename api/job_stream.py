@@ -13,27 +13,28 @@ The rules, in one place:
 - a `retry` after answer content was sent ends the answer with `INTERRUPTED`: a second
   attempt spliced onto the first would corrupt it;
 - keep-alives tick after `keepalive_s` of silence; the stream ends after `lifetime_s`;
-- a job's end becomes a failure (`failure_of`) here and nowhere else;
+- a job's end becomes a failure in one place (`failure_of` in schemas/events.py), and
+  the stream's own ends (`TIMED_OUT`, `INTERRUPTED`) are made here;
 - a stream closed before the job ended calls `on_abandon` — chat routes cancel the job
   there (nobody is left to read it), own-format replies pass None (the result is kept).
 
-Writers (`Writer`) render what the stream yields in one wire format; the stream never
-validates events, it relays the dicts workers published (see schemas/events.py).
+Writers (api/formats/writer.py) render what the stream yields in one wire format; the
+stream never validates events, it relays the dicts workers published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from enum import Enum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from starlette.types import Receive
 
+from api.formats.writer import Writer
 from api.hub import RESYNC
 from pipelines.events import stream_id_key
 from pipelines.keys import Keys
@@ -41,14 +42,11 @@ from schemas.events import JobFailure, chat_result, delta
 from schemas.jobs import Event
 
 Out = TypeVar("Out")
-Out_co = TypeVar("Out_co", covariant=True)
 
 _BACKLOG_PAGE = 1000
 # Put on the stream's queue by the disconnect watcher.
 _GONE = object()
 
-CANCELLED: JobFailure = {"code": "CANCELLED", "message": "The job was cancelled.",
-                         "status": 409}
 TIMED_OUT: JobFailure = {"code": "UPSTREAM_TIMEOUT", "status": 504,
                          "message": "The job did not finish in time."}
 INTERRUPTED: JobFailure = {"code": "UPSTREAM_ERROR", "status": 502,
@@ -63,60 +61,6 @@ class Tick(Enum):
     EXPIRED = "expired"  # the stream's lifetime ran out before the job ended
     CLIENT_GONE = "client gone"  # the HTTP client hung up (see watch_disconnect)
     OVER = "over"  # resumed after the job's final event: nothing more will come
-
-
-def failure_of(event: Event) -> JobFailure:
-    """The failure a `failed` or `cancelled` event ends a job with."""
-    if event.type == "cancelled":
-        return CANCELLED
-    failure: JobFailure = event.data["error"]
-    return failure
-
-
-class Writer(Protocol[Out_co]):
-    """Renders a stream in one wire format; a None from any method means: send nothing.
-
-    `sent_content` is True once answer content reached the client, after which a retry
-    can no longer be spliced in; writers of the raw job log leave it False.
-    """
-
-    sent_content: bool
-
-    def opening(self) -> Out_co | None: ...
-
-    def keepalive(self) -> Out_co | None: ...
-
-    def event(self, event: Event) -> Out_co | None: ...
-
-    def terminal(self, event: Event) -> Out_co | None: ...
-
-    def error(self, failure: JobFailure) -> Out_co | None: ...
-
-
-class AnswerWriter(ABC, Generic[Out]):
-    """A writer of an answer rather than the raw log: the job ends in a finish or an error."""
-
-    sent_content = False
-
-    def opening(self) -> Out | None:
-        return None
-
-    def keepalive(self) -> Out | None:
-        return None
-
-    def terminal(self, event: Event) -> Out | None:
-        if event.type == "succeeded":
-            return self.finish(event.data["result"])
-        return self.error(failure_of(event))
-
-    @abstractmethod
-    def event(self, event: Event) -> Out | None: ...
-
-    @abstractmethod
-    def finish(self, result: Any) -> Out | None: ...
-
-    @abstractmethod
-    def error(self, failure: JobFailure) -> Out | None: ...
 
 
 class Subscriber(Protocol):

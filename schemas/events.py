@@ -94,12 +94,22 @@ class CancelledData(TypedDict):
     reason: str
 
 
+CANCELLED: JobFailure = {"code": "CANCELLED", "message": "The job was cancelled.",
+                         "status": 409}
+
+
+def failure_of(event: Event) -> JobFailure:
+    """The failure a `failed` or `cancelled` event ends a job with: the one place where a
+    cancel becomes an error."""
+    return CANCELLED if event.type == "cancelled" else failed(event)["error"]
+
+
 def delta(event: Event) -> DeltaData:
     return cast(DeltaData, event.data)
 
 
-def succeeded(event: Event) -> SucceededData:
-    return cast(SucceededData, event.data)
+def failed(event: Event) -> FailedData:
+    return cast(FailedData, event.data)
 
 
 def chat_result(event: Event) -> ChatResult:

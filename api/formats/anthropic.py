@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from api.errors import error_body, job_error_status
-from api.job_stream import AnswerWriter
+from api.formats.writer import AnswerWriter
 from pipelines.translate import openai_finish_reason_to_anthropic
 from schemas.events import JobFailure
 from schemas.jobs import Event

@@ -8,7 +8,7 @@ import orjson
 
 from api.errors import error_body, job_error_status
 from api.formats.sse import KEEPALIVE_FRAME
-from api.job_stream import AnswerWriter
+from api.formats.writer import AnswerWriter
 from schemas.events import JobFailure
 from schemas.jobs import Event
 

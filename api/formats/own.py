@@ -17,7 +17,7 @@ import orjson
 
 from api.errors import job_error_status
 from api.formats.sse import KEEPALIVE_FRAME
-from api.job_stream import AnswerWriter
+from api.formats.writer import AnswerWriter
 from schemas.events import JobFailure
 from schemas.jobs import Event
 

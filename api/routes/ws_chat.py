@@ -25,9 +25,10 @@ from api.bodies import JsonOutOfBounds, loads_bounded
 from api.context import principal, services
 from api.errors import validation_details
 from api.formats.openai import usage_of
+from api.formats.writer import AnswerWriter
 from api.job_control import cancel_job
 from api.job_replies import open_chat
-from api.job_stream import AnswerWriter, JobStream
+from api.job_stream import JobStream
 from pipelines.errors import DomainError
 from schemas.events import JobFailure
 from schemas.jobs import Event

@@ -129,3 +129,16 @@ def test_errors_come_back_as_the_sdks_exceptions(client, upstream, model_id):
     with pytest.raises(anthropic.InternalServerError) as failed:
         client.messages.create(model=model_id, max_tokens=10, messages=ask())
     assert failed.value.status_code == 502
+
+
+def test_answers_say_how_long_they_spent_in_switchyard_besides_the_upstream(client, upstream,
+                                                                            model_id):
+    whole = client.messages.with_raw_response.create(model=model_id, max_tokens=100,
+                                                     messages=ask())
+    with client.messages.with_streaming_response.create(model=model_id, max_tokens=100,
+                                                        messages=ask(), stream=True) as streamed:
+        events = [event.type for event in streamed.parse()]
+    assert whole.parse().content[0].text == "The quick brown fox."
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    for headers in (whole.headers, streamed.headers):
+        assert float(headers["x-switchyard-overhead-ms"]) >= 0

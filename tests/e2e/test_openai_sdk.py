@@ -150,3 +150,16 @@ def test_unknown_models_raise_not_found_and_the_model_list_has_the_registry(clie
     listed = {m.id: m for m in client.models.list()}
     assert model_id in listed and "dev/echo" in listed
     assert client.models.retrieve(model_id).owned_by == "openai"
+
+
+def test_answers_say_how_long_they_spent_in_switchyard_besides_the_upstream(client, upstream,
+                                                                            model_id):
+    ask = {"model": model_id, "messages": [{"role": "user", "content": "Say something"}]}
+    whole = client.chat.completions.with_raw_response.create(**ask)
+    with client.chat.completions.with_streaming_response.create(**ask, stream=True) as streamed:
+        chunks = list(streamed.parse())
+    assert whole.parse().choices[0].message.content == "The quick brown fox."
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "The quick brown fox.")
+    for headers in (whole.headers, streamed.headers):
+        assert float(headers["x-switchyard-overhead-ms"]) >= 0

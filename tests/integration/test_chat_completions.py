@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import math
+import socket
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import openai
 import pytest
 
+from tests.integration.gateway import new_user_key
 from tests.integration.jobclient import (
     EventLogReader,
     assert_no_server_errors,
     client,
     poll,
+    wait_status,
 )
 
 PROMPT = "the quick brown fox jumps over the lazy dog"
@@ -203,6 +210,54 @@ def test_a_streaming_client_that_disconnects_cancels_its_job(
         assert types.count("cancelled") == 1 and "succeeded" not in types
         assert types.count("delta") < 40
         assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def _running_chat_job(http: httpx.Client) -> dict[str, Any] | None:
+    jobs = http.get("/v1/jobs", params={"kind": "chat"}).json()["data"]
+    return jobs[0] if jobs and jobs[0]["status"] == "running" else None  # type: ignore[no-any-return]
+
+
+def test_a_client_that_hangs_up_on_a_whole_completion_gets_its_job_cancelled(
+    stack: Any,
+) -> None:
+    key = new_user_key(stack)  # whose only job this is
+    body = json.dumps({"model": "dev/lorem", "messages": [{"role": "user", "content": "go"}],
+                       "max_tokens": 100, "dev_options": {"token_delay_ms": 100}}).encode()
+    url = urlsplit(stack.base_url)
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
+               f"Authorization: Bearer {key}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+               ).encode() + body
+
+    with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=10) as http:
+        # A raw socket: the client hangs up for sure, while the job is known to run.
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(request)
+            job = poll(lambda: _running_chat_job(http), timeout_s=10,
+                       what="the whole completion's job to run")
+        # 100 tokens at 100 ms: had nobody cancelled it, it would end `succeeded` in 10 s.
+        final = wait_status(http, job["id"], timeout_s=20)
+
+    assert final["status"] == "cancelled", final
+    assert final["result"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_chat_answers_carry_the_time_spent_in_switchyard(
+    stack: Any, path: str, stream: bool
+) -> None:
+    body = {"model": "dev/echo", "max_tokens": 50, "stream": stream,
+            "messages": [{"role": "user", "content": "how long did that take"}]}
+
+    with client(stack) as http, http.stream("POST", path, json=body) as response:
+        response.read()
+
+    assert response.status_code == 200, response.text
+    overhead_ms = float(response.headers["x-switchyard-overhead-ms"])
+    assert math.isfinite(overhead_ms) and overhead_ms >= 0
+    assert response.headers["x-job-id"]
 
 
 def test_nothing_in_this_module_was_answered_with_a_500_or_a_traceback(stack: Any) -> None:

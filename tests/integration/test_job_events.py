@@ -7,7 +7,9 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import connect_sse
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from pipelines.keys import Keys
@@ -176,3 +178,38 @@ def test_the_websocket_resumes_after_last_event_id(
         frames = [json.loads(raw) for raw in ws]
 
     assert [f["type"] for f in frames] == ["started", "succeeded"]
+
+
+# Not stream ids, though `str.isdigit` takes `²` and Python's int() takes any length.
+NOT_STREAM_IDS = ["²", "1" * 26, f"{2**64}-0", f"1-{2**64}"]
+
+
+@pytest.mark.parametrize("last_event_id", NOT_STREAM_IDS)
+def test_a_last_event_id_that_is_not_a_stream_id_is_a_400_before_any_stream(
+    http: httpx.Client, last_event_id: str
+) -> None:
+    job = submit(http, "noop")
+    url = f"/v1/jobs/{job['id']}/events"
+
+    # As browsers send it: the header in latin-1, the query parameter in UTF-8.
+    by_header = http.get(url, headers={"Last-Event-ID": last_event_id.encode("latin-1")})
+    by_query = http.get(url, params={"last_event_id": last_event_id})
+
+    for response in (by_header, by_query):
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]["code"] == "VALIDATION_FAILED"
+
+
+@pytest.mark.parametrize("last_event_id", NOT_STREAM_IDS)
+def test_the_websocket_refuses_a_last_event_id_that_is_not_a_stream_id(
+    stack: Any, http: httpx.Client, last_event_id: str
+) -> None:
+    job = submit(http, "noop")
+    url = (stack.base_url.replace("http", "ws", 1) + f"/v1/jobs/{job['id']}/ws?"
+           + str(httpx.QueryParams({"last_event_id": last_event_id})))
+
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(url, additional_headers=stack.headers, open_timeout=5)
+
+    assert refused.value.response.status_code == 400

@@ -45,6 +45,8 @@ def test_a_start_streams_content_then_done_with_usage(ws):
     start(ws, "one two three")
     frames, done = until_done(ws)
     assert "".join(f["delta"] for f in frames if f["type"] == "content") == "one two three"
+    # Stack 2.9's clients read `content`; it carries the same text as `delta`.
+    assert all(f["content"] == f["delta"] for f in frames if f["type"] == "content")
     assert done["type"] == "done" and done["finish_reason"] == "stop"
     assert done["usage"]["completion_tokens"] == 3 and done["usage"]["prompt_tokens"] > 0
 
@@ -111,6 +113,25 @@ def test_bad_frames_get_error_frames_and_the_socket_stays_open(ws):
     assert receive(ws)["code"] == "VALIDATION_FAILED"
     ws.send(json.dumps({"type": "dance"}))
     assert receive(ws)["type"] == "error"
+    start(ws, "still here")
+    frames, done = until_done(ws)
+    assert done["type"] == "done"
+
+
+@pytest.mark.parametrize("where", ["content", "extra field", "key"])
+def test_a_nul_in_a_start_gets_an_error_frame_and_the_socket_stays_open(ws, where):
+    message = {"type": "start", "model": "dev/echo",
+               "messages": [{"role": "user", "content": "a\u0000b"}]}
+    if where == "extra field":
+        message = {**message, "messages": [{"role": "user", "content": "hi", "x": "\u0000"}]}
+    elif where == "key":
+        message = {**message, "metadata": {"a\u0000": 1}}
+    ws.send(json.dumps(message))
+    error = receive(ws)
+    assert error["type"] == "error" and error["code"] == "VALIDATION_FAILED"
+    assert "NUL" in error["message"]
+    ws.send(json.dumps({"type": "ping"}))
+    assert receive(ws) == {"type": "pong"}
     start(ws, "still here")
     frames, done = until_done(ws)
     assert done["type"] == "done"

@@ -9,10 +9,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from api.job_stream import INTERRUPTED, TIMED_OUT, JobStream, Tick, failure_of
+from api.job_stream import INTERRUPTED, TIMED_OUT, JobStream, Tick
 from pipelines.events import stream_id_key
 from pipelines.keys import Keys
-from schemas.events import JobFailure
+from schemas.events import JobFailure, failure_of
 from schemas.jobs import Event
 
 JOB = "job-1"
