@@ -300,7 +300,7 @@ _JOB_ERROR_STATUS = {
 }
 
 
-def job_error_headers(error: dict[str, Any]) -> dict[str, str]:
+def job_error_headers(error: Mapping[str, Any]) -> dict[str, str]:
     """Headers a failed job's error calls for: `Retry-After` when the upstream gave one."""
     retry_after = error.get("retry_after_s")
     if isinstance(retry_after, int | float):
@@ -310,7 +310,7 @@ def job_error_headers(error: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
-def job_error_status(error: dict[str, Any]) -> int:
+def job_error_status(error: Mapping[str, Any]) -> int:
     """The HTTP status for a failed job's `{code, message, status?}` error."""
     status = error.get("status")
     if isinstance(status, int) and 400 <= status < 600:
