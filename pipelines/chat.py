@@ -178,9 +178,14 @@ async def complete_with_fallbacks(
     candidates: Sequence[tuple[str, ChatModel]],
     request: dict[str, Any],
     emit: Emit,
+    *,
+    request_for: Callable[[str], dict[str, Any]] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """`complete` on the first candidate that answers; the result names it as `model`.
+
+    `request_for(model_id)`, when given, adapts the request to each candidate (its own
+    output-token cap, say).
 
     A candidate that is down or times out before any output hands over to the next (its
     own retries are already spent); once output has been emitted a failure is final, since
@@ -195,7 +200,8 @@ async def complete_with_fallbacks(
 
     for position, (model_id, model) in enumerate(candidates):
         try:
-            result = await complete(model, request, tracking_emit, **options)
+            asked = request_for(model_id) if request_for is not None else request
+            result = await complete(model, asked, tracking_emit, **options)
         except (UpstreamUnavailable, UpstreamTimeout) as exc:
             if emitted or position == len(candidates) - 1:
                 raise

@@ -10,6 +10,7 @@ from pipelines import chat
 from pipelines.budgets import budget_id, record_tokens
 from pipelines.conversations import message_tokens
 from pipelines.db.outcomes import chat_succeeded
+from pipelines.models import output_token_limit
 from pipelines.usage import local_usage
 from schemas.openai import ChatCompletionRequest
 from workers.actors import job_actor
@@ -29,8 +30,21 @@ async def run_chat(job: Job, spec: ChatCompletionRequest) -> dict[str, Any]:
     request = job.input
     chain = await res.models.chain(spec.model)
     candidates = [(info.id, res.chat_models.get(info)) for info in chain]
+    by_id = {info.id: info for info in chain}
+
+    def request_for(model_id: str) -> dict[str, Any]:
+        # An upstream asked for no limit writes until its own; the model's cap bounds the
+        # answer (and the result row). Dev models keep their documented defaults.
+        info = by_id[model_id]
+        limit = output_token_limit(info, request)
+        asked_for_limit = request.keys() & {"max_tokens", "max_completion_tokens"}
+        if info.provider == "dev" or limit is None or asked_for_limit:
+            return request
+        return {**request, "max_tokens": limit}
+
     result = await chat.complete_with_fallbacks(
-        candidates, request, job.emit, flush_ms=res.settings.stream_flush_ms,
+        candidates, request, job.emit, request_for=request_for,
+        flush_ms=res.settings.stream_flush_ms,
         stream_events=bool(request.get("stream", True)), is_cancelled=job.is_cancelled,
         count_tokens=local_usage)
     answered = next(info for info in chain if info.id == result["model"])

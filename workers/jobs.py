@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import DomainError, JobCancelled, UpstreamUnavailable
+from pipelines.output_limits import check_result_size
 from workers.resources import Resources, current
 from workers.webhooks import deliver_webhook
 
@@ -113,6 +114,8 @@ async def run(job_id: str, work: Work) -> None:
     started = time.perf_counter()
     try:
         result = await work(job)
+        # The result is stored in the row and carried whole by the terminal event.
+        check_result_size(result, res.settings.max_result_bytes)
     except JobCancelled:
         log.info("job cancelled", extra={"job_id": job_id})
         return
