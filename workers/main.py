@@ -1,7 +1,9 @@
-"""Entry point for `dramatiq workers.main`.
+"""Every actor, with the broker they are declared on: what a worker process imports.
 
-`workers.broker` sets Dramatiq's global broker on import, so it must be imported (it is
-first alphabetically) before any actor module declares its actors.
+Worker processes are started by `python -m workers.supervise` (workers/worker_process.py
+imports this module); `dramatiq workers.main` still works for a one-off run. `workers.broker`
+sets Dramatiq's global broker on import, so it must be imported (it is first
+alphabetically) before any actor module declares its actors.
 """
 
 from workers import broker, chat, compare, conversations, knowledge, noop, webhooks
