@@ -57,6 +57,7 @@ LOREM_DELAY_MS = 20.0
 TARGETS = ("direct", "litellm", "switchyard")
 _MESSAGES = [{"role": "user", "content": "Write sixty-four words."}]
 _READY_TIMEOUT_S = 60.0
+_MIN_STEADY_S = 1.0
 LOADGEN_GROUP = "load generator"
 # A load generator process busier than this (of one core) may be what limits a figure.
 LOADGEN_SATURATED_PCT = 80.0
@@ -305,8 +306,11 @@ def detail_row(m: Measurement) -> dict[str, Any]:
         row |= {"req_s": r.completed / r.elapsed_s, "latency_p50_ms": _pct(r.latencies_ms, 0.5),
                 "latency_p99_ms": _pct(r.latencies_ms, 0.99)}
     else:
+        # While all connections stream (after the ramp, before the deadline), if that
+        # window is long enough to mean something; else over the whole run (a wave).
+        steady = r.steady_s >= _MIN_STEADY_S
         row |= {"ttft_p50_ms": _pct(r.ttfts_ms, 0.5), "ttft_p99_ms": _pct(r.ttfts_ms, 0.99),
-                "tokens_s": r.words / r.elapsed_s}
+                "tokens_s": r.steady_words / r.steady_s if steady else r.words / r.elapsed_s}
     own = sum(m.cpu_s.get(name, 0.0) for name in m.target_groups)
     # The direct target has no processes of its own: the fake upstream is everyone's.
     row["cpu_ms_per_req_target"] = own * 1000 / done if m.target_groups else math.nan

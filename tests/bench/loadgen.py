@@ -71,6 +71,10 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)  # whole response or stream
     ttfts_ms: list[float] = field(default_factory=list)  # first content word (streams)
     words: int = 0  # content words received, from completed and broken streams alike
+    # Words received while every connection was busy: from start + ramp_s (all have sent
+    # their first request) to start + duration_s (none starts another), and that window.
+    steady_words: int = 0
+    steady_s: float = 0.0
     begin: float = float("inf")  # the first request sent
     end: float = 0.0  # the last response finished
 
@@ -86,6 +90,8 @@ class LoadResult:
         self.latencies_ms += other.latencies_ms
         self.ttfts_ms += other.ttfts_ms
         self.words += other.words
+        self.steady_words += other.steady_words
+        self.steady_s = max(self.steady_s, other.steady_s)
         self.begin = min(self.begin, other.begin)
         self.end = max(self.end, other.end)
 
@@ -187,19 +193,21 @@ async def _run_share(load: Load, slots: list[int], start_at: float) -> LoadResul
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     request = _request_bytes(load, host, port, parts.path)
     result = LoadResult()
+    deadline = start_at + load.duration_s
+    steady = (start_at + load.ramp_s, deadline)
+    result.steady_s = max(0.0, steady[1] - steady[0])
     connections = await asyncio.gather(*(_connect(host, port) for _ in slots),
                                        return_exceptions=True)
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    deadline = start_at + load.duration_s
     await asyncio.gather(*(
         _connection_loop(load, request, host, port, start_at + load.ramp_s * slot /
-                         load.connections, deadline, opened, result)
+                         load.connections, deadline, steady, opened, result)
         for slot, opened in zip(slots, connections, strict=True)))
     return result
 
 
 async def _connection_loop(load: Load, request: bytes, host: str, port: int,
-                           first_at: float, deadline: float,
+                           first_at: float, deadline: float, steady: tuple[float, float],
                            connection: _Connection | BaseException, result: LoadResult) -> None:
     await asyncio.sleep(max(0.0, first_at - time.monotonic()))
     conn = connection if isinstance(connection, _Connection) else None
@@ -214,15 +222,16 @@ async def _connection_loop(load: Load, request: bytes, host: str, port: int,
                 if time.monotonic() >= deadline:
                     return
                 continue
-        await _exchange(load, request, conn, result)
+        await _exchange(load, request, conn, steady, result)
         if time.monotonic() >= deadline:
             break
     if conn is not None:
         conn.close()
 
 
-async def _exchange(load: Load, request: bytes, conn: _Connection, result: LoadResult) -> None:
-    exchange = _Exchange(load.stream, asyncio.get_running_loop().create_future())
+async def _exchange(load: Load, request: bytes, conn: _Connection, steady: tuple[float, float],
+                    result: LoadResult) -> None:
+    exchange = _Exchange(load.stream, asyncio.get_running_loop().create_future(), steady)
     sent_at = time.monotonic()
     result.started += 1
     result.begin = min(result.begin, sent_at)
@@ -239,6 +248,7 @@ async def _exchange(load: Load, request: bytes, conn: _Connection, result: LoadR
     finally:
         result.end = max(result.end, time.monotonic())
         result.words += exchange.words
+        result.steady_words += exchange.steady_words
     if exchange.status != 200:
         result.error(f"HTTP {exchange.status}: {bytes(exchange.buffer[:200])!r}")
         return
@@ -263,17 +273,21 @@ def _request_bytes(load: Load, host: str, port: int, path: str) -> bytes:
 class _Exchange:
     """One response as it arrives: status, body (or SSE events), first word, finish."""
 
-    __slots__ = ("stream", "done", "status", "buffer", "first_word_at", "finished_at",
-                 "words", "text_parts", "saw_done", "stream_error")
+    __slots__ = ("stream", "done", "steady", "status", "buffer", "first_word_at",
+                 "finished_at", "words", "steady_words", "text_parts", "saw_done",
+                 "stream_error")
 
-    def __init__(self, stream: bool, done: asyncio.Future[None]) -> None:
+    def __init__(self, stream: bool, done: asyncio.Future[None],
+                 steady: tuple[float, float]) -> None:
         self.stream = stream
         self.done = done
+        self.steady = steady
         self.status = 0
         self.buffer = bytearray()
         self.first_word_at: float | None = None
         self.finished_at = 0.0
         self.words = 0
+        self.steady_words = 0
         self.text_parts: list[str] = []
         self.saw_done = False
         self.stream_error: str | None = None
@@ -308,11 +322,15 @@ class _Exchange:
             choices = chunk.get("choices")
             content = (choices[0].get("delta") or {}).get("content") if choices else None
             if content:
+                now = time.monotonic()
                 if self.first_word_at is None:
-                    self.first_word_at = time.monotonic()
+                    self.first_word_at = now
                 self.text_parts.append(content)
                 # Words, not chunks: a gateway may coalesce several words into one chunk.
-                self.words += len(content.split())
+                words = len(content.split())
+                self.words += words
+                if self.steady[0] <= now < self.steady[1]:
+                    self.steady_words += words
 
     def problem(self, expect_words: int | None) -> str | None:
         """Why a 200 response does not count as a complete answer, or None."""

@@ -62,6 +62,19 @@ def test_a_paced_model_streams_every_word_no_sooner_than_its_pacing(
     assert min(result.latencies_ms) >= 50 + (WORDS - 1) * 20
 
 
+def test_steady_words_are_counted_only_between_the_ramp_and_the_deadline(
+    fake: FakeProcesses, loadgen: LoadGenerator
+) -> None:
+    body = {"model": "paced", "messages": MESSAGES, "stream": True}
+    result = loadgen.run(Load(_url(fake), body, 4, stream=True, duration_s=1.5, ramp_s=0.3,
+                              expect_words=WORDS))
+    assert result.errors == 0 and result.completed >= 4
+    assert result.steady_s == pytest.approx(1.2)
+    # Words of the first streams (before the ramp ends) and of the last (after the
+    # deadline) fall outside the window.
+    assert 0 < result.steady_words < result.words == result.completed * WORDS
+
+
 def test_a_stream_with_the_wrong_number_of_words_counts_as_an_error(
     fake: FakeProcesses, loadgen: LoadGenerator
 ) -> None:
