@@ -80,7 +80,9 @@ def loads_bounded(raw: bytes | str) -> Any:
     """orjson.loads, refusing (JsonOutOfBounds) nesting deeper than MAX_JSON_DEPTH, numbers
     outside [MIN_JSON_NUMBER, MAX_JSON_NUMBER] and U+0000 in any string or key."""
     value = orjson.loads(raw)
-    problem = _out_of_bounds(value)
+    # In valid JSON a NUL can only be written as the escape \u0000.
+    nul_possible = "\\u0000" in raw if isinstance(raw, str) else b"\\u0000" in raw
+    problem = _out_of_bounds(value, nul_possible=nul_possible)
     if problem is not None:
         raise JsonOutOfBounds(problem)
     return value
@@ -97,16 +99,18 @@ def parse_json(raw: bytes | str, what: str, *, param: str | None = None) -> Any:
                        param=param) from None
 
 
-def _out_of_bounds(value: Any) -> str | None:
+def _out_of_bounds(value: Any, *, nul_possible: bool) -> str | None:
     # Iterative: orjson parses nesting deeper than Python's recursion limit. Only
-    # containers go on the stack; scalars are checked where they are found.
+    # containers go on the stack; scalars are checked where they are found, by exact type
+    # (this runs over every value of a body of up to 10 MB). orjson reads integers only
+    # within the bounds (larger ones become floats), so only floats need comparing.
     if type(value) is not dict and type(value) is not list:
         return _bad_scalar(value)
     stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     while stack:
         container, depth = stack.pop()
         if type(container) is dict:
-            if any("\x00" in key for key in container):
+            if nul_possible and any("\x00" in key for key in container):
                 return _NUL_MESSAGE
             children: Any = container.values()
         else:
@@ -118,22 +122,24 @@ def _out_of_bounds(value: Any) -> str | None:
                     return f"JSON must not be nested more than {MAX_JSON_DEPTH} levels deep."
                 if child:
                     stack.append((child, depth + 1))
-            elif kind is str or kind is float or kind is int:
-                problem = _bad_scalar(child)
-                if problem is not None:
-                    return problem
+            elif kind is str:
+                if nul_possible and "\x00" in child:
+                    return _NUL_MESSAGE
+            elif kind is float and not MIN_JSON_NUMBER <= child <= MAX_JSON_NUMBER:
+                return _NUMBER_MESSAGE
     return None
 
 
 _NUL_MESSAGE = "strings must not contain U+0000 (NUL)."
+_NUMBER_MESSAGE = (f"numbers must lie within the 64-bit integer range "
+                   f"[{MIN_JSON_NUMBER}, {MAX_JSON_NUMBER}].")
 
 
 def _bad_scalar(value: Any) -> str | None:
     if isinstance(value, str):
         return _NUL_MESSAGE if "\x00" in value else None
     if isinstance(value, int | float) and not MIN_JSON_NUMBER <= value <= MAX_JSON_NUMBER:
-        return (f"numbers must lie within the 64-bit integer range "
-                f"[{MIN_JSON_NUMBER}, {MAX_JSON_NUMBER}].")
+        return _NUMBER_MESSAGE
     return None
 
 
