@@ -10,8 +10,8 @@ process; forking the worker itself would copy locks its other threads hold.
 
 A reader serves document after document, so a document pays only for sending its chunks
 back. It is replaced when it dies, when a document runs out of time, and when it has grown
-`_RETIRE_GROWTH_BYTES` past its starting size (CPython seldom gives freed memory back, so a
-reader would otherwise keep a large document's peak) or served `_MAX_DOCUMENTS` documents.
+by an eighth of its memory allowance (`_RETIRE_FRACTION`; CPython seldom gives freed memory
+back, so a reader would otherwise keep a large document's peak) or served `_MAX_DOCUMENTS`.
 
 In a reader, RLIMIT_AS is its size at start plus `max_memory_bytes`, so a larger allocation
 fails (MemoryError → DOCUMENT_TOO_LARGE), and RLIMIT_CPU allows each document its time
@@ -52,7 +52,7 @@ _PRELOAD = [
     "unstructured.partition.docx", "unstructured.partition.csv",
     "unstructured.chunking.title", "pypdfium2", "markdown_it",
 ]
-_RETIRE_GROWTH_BYTES = 256 * 1024 * 1024
+_RETIRE_FRACTION = 8
 _MAX_DOCUMENTS = 200
 _MAX_IDLE = 4
 # CPU seconds a document may use beyond its time: the worker's wall-clock deadline comes
@@ -223,7 +223,7 @@ def _serve(connection: Connection, max_memory_bytes: int) -> None:
         now = _memory()
         retiring = (served == _MAX_DOCUMENTS or payload is _OUT_OF_MEMORY
                     or (start is not None and now is not None
-                        and now[1] - start[1] > _RETIRE_GROWTH_BYTES))
+                        and now[1] - start[1] > max_memory_bytes // _RETIRE_FRACTION))
         if payload is _OUT_OF_MEMORY:
             payload = _out_of_memory(filename, limits)
         try:
