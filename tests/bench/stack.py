@@ -106,7 +106,8 @@ def bench_stack(database_url: str, redis_url: str, *, worker_processes: int = 2,
         "SWITCHYARD_ADMIN_KEY": f"sy-bench-{secrets.token_urlsafe(12)}",
         "SWITCHYARD_SECRET_KEY": secrets.token_urlsafe(48),
         "WEBHOOK_SECRET": secrets.token_urlsafe(48), "OUTBOUND_ALLOW_PRIVATE": "true",
-        "DEV_MODELS_ENABLED": "true",
+        # dev/lorem streams 20,000 tokens in the single-stream benchmark (cap: 4,096).
+        "DEV_MODELS_ENABLED": "true", "DEV_MAX_TOKENS": "1000000",
         "SWITCHYARD_NAMESPACE": f"bench-{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "WARNING",
         **(env or {}),
     }
