@@ -141,13 +141,18 @@ def check_output_tokens(info: ModelInfo, request: Mapping[str, Any]) -> None:
 
 
 def output_token_limit(info: ModelInfo, request: Mapping[str, Any]) -> int | None:
-    """The max_tokens to send upstream: the request's, else the model's cap (None: neither).
+    """The max_tokens to send upstream: the request's, at most the model's cap; the cap when
+    the request names none (None: neither).
 
-    Raises MaxTokensTooLarge like `check_output_tokens` for a request over the cap.
+    Clamps rather than refuses: the edge refused requests over the cap already
+    (`check_output_tokens`), so a request over it here met a newer cap than this process's
+    snapshot, or is going to a fallback with a smaller one.
     """
-    check_output_tokens(info, request)
     _, requested = _requested_tokens(request)
-    return requested if requested is not None else info.max_output_tokens
+    cap = info.max_output_tokens
+    if requested is None or cap is None:
+        return cap if requested is None else requested
+    return min(requested, cap)
 
 
 class _Snapshot:

@@ -38,10 +38,11 @@ def test_a_request_over_the_models_cap_is_refused_with_the_field_it_used() -> No
 @pytest.mark.parametrize(("info", "request_", "limit"), [
     (CAPPED, {}, 100),
     (CAPPED, {"max_tokens": 7}, 7),
+    (CAPPED, {"max_tokens": 700}, 100),
     (UNCAPPED, {}, None),
     (UNCAPPED, {"max_tokens": 7}, 7),
 ])
-def test_the_worker_sends_the_requests_max_tokens_else_the_models_cap(
+def test_the_worker_sends_the_requests_max_tokens_at_most_the_models_cap(
     info: ModelInfo, request_: dict[str, Any], limit: int | None,
 ) -> None:
     assert output_token_limit(info, request_) == limit
