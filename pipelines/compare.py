@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from pipelines import chat
@@ -27,8 +27,9 @@ PriceLookup = Callable[[str], tuple[float, float] | None]
 _REQUEST_FIELDS = ("max_tokens", "temperature", "dev_options")
 
 
-def model_request(spec: dict[str, Any], model_id: str) -> dict[str, Any]:
-    """The OpenAI chat body one model of the comparison receives."""
+def model_request(spec: dict[str, Any], model_id: str,
+                  cap: int | None = None) -> dict[str, Any]:
+    """The OpenAI chat body one model of the comparison receives, within its output `cap`."""
     messages: list[dict[str, Any]] = []
     if spec.get("system_prompt"):
         messages.append({"role": "system", "content": spec["system_prompt"]})
@@ -37,6 +38,8 @@ def model_request(spec: dict[str, Any], model_id: str) -> dict[str, Any]:
     for name in _REQUEST_FIELDS:
         if spec.get(name) is not None:
             request[name] = spec[name]
+    if cap is not None:
+        request["max_tokens"] = min(int(request.get("max_tokens") or cap), cap)
     return request
 
 
@@ -67,10 +70,13 @@ async def compare(
     emit: Emit,
     *,
     prices_for: PriceLookup | None = None,
+    caps: Mapping[str, int] | None = None,
     flush_ms: float = 10.0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-    """Run `spec["prompt"]` on every model of `spec["models"]` concurrently; results in order."""
+    """Run `spec["prompt"]` on every model of `spec["models"]` concurrently; results in order.
+
+    `caps` bounds each model's answer (its registry `max_output_tokens`)."""
     models: Sequence[str] = spec["models"]
     cancelled = asyncio.Event()
     started = clock()
@@ -79,7 +85,7 @@ async def compare(
         model_emit = tagged(emit, model_id, index, cancelled)
         await model_emit("step_started", {})
         outcome = await _run_one(spec, model_id, chat_model_for, model_emit, prices_for,
-                                 flush_ms)
+                                 flush_ms, (caps or {}).get(model_id))
         if not cancelled.is_set():
             await model_emit("step_completed", {"result": outcome})
         return outcome
@@ -94,11 +100,13 @@ async def compare(
 
 async def _run_one(spec: dict[str, Any], model_id: str,
                    chat_model_for: Callable[[str], Awaitable[ChatModel]], emit: Emit,
-                   prices_for: PriceLookup | None, flush_ms: float) -> dict[str, Any]:
+                   prices_for: PriceLookup | None, flush_ms: float,
+                   cap: int | None) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         result = await chat.complete(await chat_model_for(model_id),
-                                     model_request(spec, model_id), emit, flush_ms=flush_ms)
+                                     model_request(spec, model_id, cap), emit,
+                                     flush_ms=flush_ms)
     except JobCancelled:
         return _failed(model_id, started, "CANCELLED", "The comparison was cancelled.")
     except DomainError as exc:

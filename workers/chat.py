@@ -33,14 +33,14 @@ async def run_chat(job: Job, spec: ChatCompletionRequest) -> dict[str, Any]:
     by_id = {info.id: info for info in chain}
 
     def request_for(model_id: str) -> dict[str, Any]:
-        # An upstream asked for no limit writes until its own; the model's cap bounds the
-        # answer (and the result row). Dev models keep their documented defaults.
+        # The model's cap bounds the answer (and the result row): an upstream asked for no
+        # limit writes until its own. Dev models keep their documented defaults.
         info = by_id[model_id]
         limit = output_token_limit(info, request)
-        asked_for_limit = request.keys() & {"max_tokens", "max_completion_tokens"}
-        if info.provider == "dev" or limit is None or asked_for_limit:
+        if info.provider == "dev" or limit is None:
             return request
-        return {**request, "max_tokens": limit}
+        field = "max_completion_tokens" if "max_completion_tokens" in request else "max_tokens"
+        return request if request.get(field) == limit else {**request, field: limit}
 
     result = await chat.complete_with_fallbacks(
         candidates, request, job.emit, request_for=request_for,

@@ -23,16 +23,19 @@ async def run_compare(job: Job, spec: CompareRequest) -> dict[str, Any]:
     """
     res = job.resources
     prices: dict[str, tuple[float, float]] = {}
+    caps: dict[str, int] = {}
     for model_id in spec.models:
         try:
             info = await res.models.get(model_id)
         except ModelNotFound:
             continue
         prices[model_id] = (info.input_price_per_mtok, info.output_price_per_mtok)
+        if info.provider != "dev" and info.max_output_tokens is not None:
+            caps[model_id] = info.max_output_tokens
 
     async def chat_model_for(model_id: str) -> ChatModel:
         # No fallbacks here: a comparison must report the model it was asked about.
         return res.chat_models.get(usable(await res.models.get(model_id)))
 
     return await compare(spec.job_input(), chat_model_for, job.emit, prices_for=prices.get,
-                         flush_ms=res.settings.stream_flush_ms)
+                         caps=caps, flush_ms=res.settings.stream_flush_ms)

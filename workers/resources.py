@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipelines.embedders.registry import Embedders, default_spec
 from pipelines.events import AsyncEventLog
 from pipelines.keys import Keys
-from pipelines.models import AsyncModelRegistry
+from pipelines.models import AsyncModelRegistry, dev_models
 from pipelines.providers.pool import ChatModels
 from pipelines.storage import FileStore, build_file_store
 from schemas.settings import Settings
@@ -102,7 +102,9 @@ class WorkerResources(dramatiq.Middleware):
                                   max_stream_bytes=settings.event_stream_max_bytes),
             models=AsyncModelRegistry(aengine,
                                       secret_box(secret.get_secret_value() if secret else None),
-                                      ttl_s=settings.model_cache_ttl_s),
+                                      ttl_s=settings.model_cache_ttl_s,
+                                      dev=dev_models(enabled=settings.dev_models_enabled,
+                                                     max_output_tokens=settings.dev_max_tokens)),
             chat_models=chat_models,
             embedders=build_embedders(settings),
             file_store=build_file_store(settings.file_store_dir),
