@@ -6,7 +6,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from dramatiq.brokers.redis import RedisBroker
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -48,6 +47,7 @@ from pipelines.db.engine import async_engine
 from pipelines.events import AsyncEventLog, parse_message
 from pipelines.keys import Keys
 from pipelines.logs import configure_logging
+from pipelines.redis_client import async_redis
 from pipelines.storage import build_file_store
 from schemas.settings import Settings
 
@@ -61,8 +61,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         keys = Keys(settings.switchyard_namespace)
         engine = async_engine(settings.database_url, pool_size=settings.db_pool_size)
-        redis = Redis.from_url(settings.redis_url, max_connections=settings.redis_max_connections,
-                               socket_timeout=30, health_check_interval=30)
+        redis = async_redis(settings.redis_url, max_connections=settings.redis_max_connections)
         hub = Hub(redis, f"{keys.namespace}:hub", parse_message)
         auth = build_authenticator(settings, engine, redis, keys)
         hub.watch(auth.revocation_channel, auth.forget)

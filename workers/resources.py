@@ -25,6 +25,7 @@ from pipelines.events import AsyncEventLog
 from pipelines.keys import Keys
 from pipelines.models import AsyncModelRegistry, dev_models
 from pipelines.providers.pool import ChatModels
+from pipelines.redis_client import async_redis
 from pipelines.storage import FileStore, build_file_store
 from schemas.settings import Settings
 from workers.loop import EventLoop
@@ -77,9 +78,7 @@ class WorkerResources(dramatiq.Middleware):
         redis = Redis.from_url(settings.redis_url, socket_timeout=30, health_check_interval=30)
         engine = sync_engine(settings.database_url, pool_size=settings.db_pool_size)
         aengine = async_engine(settings.database_url, pool_size=settings.db_pool_size)
-        aredis = AsyncRedis.from_url(settings.redis_url, socket_timeout=30,
-                                     health_check_interval=30,
-                                     max_connections=settings.redis_max_connections)
+        aredis = async_redis(settings.redis_url, max_connections=settings.redis_max_connections)
         secret = settings.switchyard_secret_key
         chat_models = ChatModels(default_timeout_s=settings.upstream_timeout_s,
                                  max_retries=settings.upstream_max_retries,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,7 +75,8 @@ def test_the_sweeper_resends_a_job_whose_message_redis_lost(
         done = wait_status(http, job["id"], timeout_s=15)
         assert done["status"] == "succeeded" and done["result"] == {"echo": {"lost": True}}
         assert log.types(job["id"]).count("succeeded") == 1
-        assert "sweeper re-sent 1 lost jobs" in stack.workers_log.read_text()
+        # The run's database is shared: jobs other tests left queued may be swept with it.
+        assert re.search(r"sweeper re-sent \d+ lost jobs", stack.workers_log.read_text())
 
 
 def test_sigterm_lets_a_running_job_finish_or_be_requeued_never_lost(
