@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -262,6 +262,10 @@ class ErrorBoundaryMiddleware:
 
         try:
             await self.app(scope, receive, send_tracked)
+        except ClientDisconnect:
+            # The client hung up while its body was read: nobody is left to answer, and it
+            # is not the server's error (it was logged as one for every dropped connection).
+            return
         except Exception as exc:
             if answered:
                 raise
