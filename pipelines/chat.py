@@ -18,6 +18,21 @@ log = logging.getLogger("switchyard.chat")
 CANCEL_CHECK_INTERVAL_S = 0.1
 
 
+STREAMS_PER_FLUSH_STEP = 50
+
+
+def flush_window_ms(base_ms: float, max_ms: float, concurrent_streams: int) -> float:
+    """The coalescing window for a stream started while `concurrent_streams` run in its process.
+
+    Every event costs the same Python time to publish and to relay whatever it carries, so a
+    process holding many streams spends most of its time on per-token events. Widening the
+    window with the load (like Nagle's algorithm) keeps that cost flat: `base_ms` up to 50
+    streams, then proportionally more, up to `max_ms`. The first token is never held back.
+    """
+    widened = base_ms * max(1.0, concurrent_streams / STREAMS_PER_FLUSH_STEP)
+    return min(max(max_ms, base_ms), widened)
+
+
 class _Coalescer:
     """Text and tool-call fragments waiting to go out as one `delta` event."""
 

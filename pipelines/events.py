@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis as AsyncRedis
 
+from pipelines.autopipeline import ScriptPipeliner
 from pipelines.errors import EventStreamFull, EventTooLarge
 from pipelines.keys import Keys
 from schemas.jobs import Event
@@ -138,6 +139,8 @@ class AsyncEventLog(_Base):
         super().__init__(keys, **kw)
         self.redis = redis
         self._script = redis.register_script(_PUBLISH_LUA)
+        # Publishes of many jobs in one loop turn share a round trip (pipelines/autopipeline).
+        self._publisher = ScriptPipeliner(redis, _PUBLISH_LUA)
 
     async def publish(self, job_id: str, type_: str, data: dict[str, Any], *,
                       force: bool = False, terminal: bool = False,
@@ -148,7 +151,7 @@ class AsyncEventLog(_Base):
         later one) refuses it. Without it (the API), any cancel flag refuses.
         """
         keys, args = self._args(job_id, type_, data, force, terminal, attempt)
-        return self._result(await self._script(keys=keys, args=args))
+        return self._result(await self._publisher.call(keys, args))
 
     async def is_cancelled(self, job_id: str, attempt: int) -> bool:
         """Whether a cancel covers `attempt`, with the publish script's rule, without publishing."""

@@ -75,7 +75,11 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=512, ge=1)
     worker_cpu_processes: int = Field(default=1, ge=0)
     worker_cpu_threads: int = Field(default=1, ge=1)
-    stream_flush_ms: float = 10.0
+    # Tokens within this window of the last delta are coalesced into one event. Under load
+    # the window widens with the streams a worker process holds (STREAM_FLUSH_MS per 50
+    # streams), up to STREAM_FLUSH_MAX_MS: fewer, larger events instead of a queue.
+    stream_flush_ms: float = Field(default=10.0, ge=0)
+    stream_flush_max_ms: float = Field(default=100.0, ge=0)
     worker_heartbeat_interval_s: float = 5.0
     worker_presence_ttl_s: float = 20.0
     broker_heartbeat_timeout_ms: int = 60_000

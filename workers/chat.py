@@ -44,7 +44,8 @@ async def run_chat(job: Job, spec: ChatCompletionRequest) -> dict[str, Any]:
 
     result = await chat.complete_with_fallbacks(
         candidates, request, job.emit, request_for=request_for,
-        flush_ms=res.settings.stream_flush_ms,
+        flush_ms=chat.flush_window_ms(res.settings.stream_flush_ms,
+                                      res.settings.stream_flush_max_ms, res.active_jobs),
         stream_events=bool(request.get("stream", True)), is_cancelled=job.is_cancelled,
         count_tokens=local_usage)
     answered = next(info for info in chain if info.id == result["model"])

@@ -106,6 +106,15 @@ async def run(job_id: str, work: Work) -> None:
     job = Job(job_id=job_id, attempt=claimed.attempts, kind=claimed.kind,
               owner_id=claimed.owner_id, input=claimed.input, resources=res,
               key_id=claimed.key_id)
+    res.active_jobs += 1
+    try:
+        await _attempt(res, job, work)
+    finally:
+        res.active_jobs -= 1
+
+
+async def _attempt(res: Resources, job: Job, work: Work) -> None:
+    job_id = job.job_id
     if job.attempt > 1:
         # Tells followers to drop partial output: the next attempt starts from scratch.
         await job.emit("retry", {"attempt": job.attempt})

@@ -50,6 +50,9 @@ class Resources:
     # Knowledge ingestion: embedders are built (and a local model loaded) on first use.
     embedders: Embedders
     file_store: FileStore
+    # Jobs this process is running now (on its event loop), for load-aware choices such as
+    # the streams' coalescing window.
+    active_jobs: int = 0
 
 
 _current: Resources | None = None

@@ -254,3 +254,15 @@ def test_tool_call_fragments_go_out_at_once_and_assemble_into_the_result():
     assert result["tool_calls"] == [{"id": "call_1", "type": "function",
                                      "function": {"name": "get", "arguments": '{"a": 1}'}}]
     assert result["finish_reason"] == "tool_calls"
+
+
+def test_the_coalescing_window_widens_with_the_streams_a_process_holds_up_to_its_cap():
+    from pipelines.chat import flush_window_ms
+
+    assert flush_window_ms(10, 100, 1) == 10
+    assert flush_window_ms(10, 100, 50) == 10
+    assert flush_window_ms(10, 100, 200) == 40
+    assert flush_window_ms(10, 100, 500) == 100
+    assert flush_window_ms(10, 100, 5000) == 100
+    # A cap below the base never narrows the configured window.
+    assert flush_window_ms(10, 5, 500) == 10
