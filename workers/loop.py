@@ -48,10 +48,3 @@ class EventLoop(AsyncIO):
                     self.logger.warning("closing a loop client failed", exc_info=True)
         super().after_worker_shutdown(broker, worker)
 
-
-def run_on_loop(make: Callable[[], Awaitable[Any]]) -> Any:
-    """Run a coroutine on the worker's loop from another thread and wait for it."""
-    thread = get_event_loop_thread()
-    if thread is None:
-        raise RuntimeError("the worker's event loop is not running")
-    return thread.run_coroutine(make())
