@@ -97,10 +97,16 @@ def _is_id_part(part: str) -> bool:
             and int(part) <= _MAX_ID_PART)
 
 
-class _Base:
-    def __init__(self, keys: Keys, *, maxlen: int = 10_000, ttl_s: int = 6 * 3600,
-                 max_event_bytes: int = 4 * 1024 * 1024,
+class AsyncEventLog:
+    """Publisher and reader for the API and the workers' event loops."""
+
+    def __init__(self, redis: AsyncRedis, keys: Keys, *, maxlen: int = 10_000,
+                 ttl_s: int = 6 * 3600, max_event_bytes: int = 4 * 1024 * 1024,
                  max_stream_bytes: int = 32 * 1024 * 1024) -> None:
+        self.redis = redis
+        self._script = redis.register_script(_PUBLISH_LUA)
+        # Publishes of many jobs in one loop turn share a round trip (pipelines/autopipeline).
+        self._publisher = ScriptPipeliner(redis, _PUBLISH_LUA)
         self.keys = keys
         self.maxlen = maxlen
         self.ttl_s = ttl_s
@@ -131,16 +137,6 @@ class _Base:
         event_id = raw[0].decode() if isinstance(raw[0], bytes) else raw[0]
         return (event_id or None), bool(int(raw[1]))
 
-
-class AsyncEventLog(_Base):
-    """Publisher and reader for the API and the workers' event loops."""
-
-    def __init__(self, redis: AsyncRedis, keys: Keys, **kw: Any) -> None:
-        super().__init__(keys, **kw)
-        self.redis = redis
-        self._script = redis.register_script(_PUBLISH_LUA)
-        # Publishes of many jobs in one loop turn share a round trip (pipelines/autopipeline).
-        self._publisher = ScriptPipeliner(redis, _PUBLISH_LUA)
 
     async def publish(self, job_id: str, type_: str, data: dict[str, Any], *,
                       force: bool = False, terminal: bool = False,

@@ -3,7 +3,7 @@
 The registry table is small and read on every chat request, so each process keeps a
 snapshot for `ttl_s` seconds (admin edits reach every process within that) and looks a
 missing id up directly, so a model registered a moment ago is found at once. The API and
-the workers' event loops use `AsyncModelRegistry`, on the snapshot logic of `_Snapshot`.
+the workers' event loops use `AsyncModelRegistry`.
 """
 
 from __future__ import annotations
@@ -155,12 +155,25 @@ def output_token_limit(info: ModelInfo, request: Mapping[str, Any]) -> int | Non
     return min(requested, cap)
 
 
-class _Snapshot:
-    """The registry as last read, plus the enabled dev models, which no row can shadow."""
+def _not_found(model_id: str) -> ModelNotFound:
+    return ModelNotFound(f"The model '{model_id}' does not exist.")
 
-    def __init__(self, box: SecretBox, ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 dev: Mapping[str, ModelInfo] = DEV_MODELS) -> None:
+
+def usable(info: ModelInfo) -> ModelInfo:
+    """`info`, or ModelUnavailable if an admin disabled it."""
+    if not info.enabled:
+        raise ModelUnavailable(f"The model '{info.id}' is disabled.")
+    return info
+
+
+class AsyncModelRegistry:
+    """The registry for an event loop (the API's, a worker's): the rows as last read, cached
+    for `ttl_s`, plus the enabled dev models, which no row can shadow."""
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox, ttl_s: float = 3.0, *,
+                 dev: Mapping[str, ModelInfo] = DEV_MODELS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._engine = engine
         self.box = box
         self._dev = dev
         self._ttl_s = ttl_s
@@ -199,25 +212,6 @@ class _Snapshot:
         registry = [m for m in self._models.values() if m.id not in DEV_MODELS]
         return [*self._dev.values(), *sorted(registry, key=lambda m: m.id)]
 
-
-def _not_found(model_id: str) -> ModelNotFound:
-    return ModelNotFound(f"The model '{model_id}' does not exist.")
-
-
-def usable(info: ModelInfo) -> ModelInfo:
-    """`info`, or ModelUnavailable if an admin disabled it."""
-    if not info.enabled:
-        raise ModelUnavailable(f"The model '{info.id}' is disabled.")
-    return info
-
-
-class AsyncModelRegistry(_Snapshot):
-    """The registry for the API's event loop, cached for `ttl_s`."""
-
-    def __init__(self, engine: AsyncEngine, box: SecretBox, ttl_s: float = 3.0, *,
-                 dev: Mapping[str, ModelInfo] = DEV_MODELS) -> None:
-        super().__init__(box, ttl_s, dev=dev)
-        self._engine = engine
 
     async def _refresh(self) -> None:
         if self._stale():
