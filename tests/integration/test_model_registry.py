@@ -75,6 +75,16 @@ def test_the_upstream_receives_the_registered_key_and_upstream_model(stack, upst
     assert sent.body["model"] == "gpt-upstream"
 
 
+def test_the_models_output_cap_is_sent_upstream_when_the_request_names_none(stack, upstream):
+    model_id = register_model(stack, upstream.base_url, max_output_tokens=77)["id"]
+    assert chat(stack, model_id).status_code == 200
+    assert upstream.requests[-1].body["max_tokens"] == 77
+    # A request within the cap is sent as asked, under the field it used.
+    assert chat(stack, model_id, max_completion_tokens=5).status_code == 200
+    sent = upstream.requests[-1].body
+    assert sent["max_completion_tokens"] == 5 and "max_tokens" not in sent
+
+
 def test_a_non_admin_gets_403_from_every_admin_model_route(stack, upstream):
     key = new_user_key(stack)
     headers = {"Authorization": f"Bearer {key}"}
