@@ -11,11 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import orjson
 from sqlalchemy.engine import Row
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from api.bodies import loads_bounded
 from api.context import principal, services
 from api.errors import ApiError, error_response, status_for
 from api.formats.job_events import EventSseWriter, EventWsWriter
@@ -110,7 +112,12 @@ async def job_event_websocket(
     async def answer_pings(cancel: anyio.CancelScope) -> None:
         try:
             while True:
-                message = await websocket.receive_json()
+                try:
+                    # Bounded like every other JSON input; a frame that is not a ping (or
+                    # not readable) is ignored rather than ending the stream.
+                    message = loads_bounded(await websocket.receive_text())
+                except orjson.JSONDecodeError:
+                    continue
                 if isinstance(message, dict) and message.get("type") == "ping":
                     await websocket.send_text('{"type":"pong"}')
         except (WebSocketDisconnect, ValueError, KeyError):

@@ -165,6 +165,23 @@ def test_the_websocket_sends_the_same_events_as_json_answers_pings_and_closes_at
     assert [e.id for e in events] == [e.id for e in log.events(job["id"])]
 
 
+def test_the_websocket_ignores_unreadable_and_too_deep_frames_and_still_answers_pings(
+    stack: Any, http: httpx.Client
+) -> None:
+    job = submit(http, "chat", lorem_input(10, delay_ms=30))
+    url = stack.base_url.replace("http", "ws", 1) + f"/v1/jobs/{job['id']}/ws"
+    frames: list[dict[str, Any]] = []
+    with ws_connect(url, additional_headers=stack.headers, open_timeout=5) as ws:
+        ws.send("[" * 300 + "]" * 300)  # deeper than any JSON input may be
+        ws.send("not json")
+        ws.send(json.dumps({"type": "ping"}))
+        for raw in ws:
+            frames.append(json.loads(raw))
+        close_code = ws.close_code
+    assert {"type": "pong"} in frames
+    assert close_code == 1000 and frames[-1]["type"] == "succeeded"
+
+
 def test_the_websocket_resumes_after_last_event_id(
     stack: Any, http: httpx.Client, log: EventLogReader
 ) -> None:
