@@ -15,7 +15,9 @@ from api.bodies import parse, path_id
 from api.context import Services, principal, services
 from api.errors import ApiError, validation_details
 from api.job_control import cancel_job as cancel_job_flow
+from api.job_control import retry_job as retry_job_flow
 from api.job_control import submit_job
+from api.limits import spend_job_allowance
 from api.sse import job_event_stream, job_event_websocket
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict, JobNotFound
@@ -142,19 +144,14 @@ async def cancel_job(request: Request) -> Response:
 
 
 async def retry_job(request: Request) -> Response:
-    svc = services(request)
     job_id = _job_id(request)
-    async with svc.engine.begin() as conn:
-        row = (await conn.execute(
-            jobs_db.requeue_for_retry(job_id, principal(request).owner_id))).first()
+    current = await load_job(request, job_id)
+    # A retry runs the job again: it costs the caller what submitting it did.
+    await spend_job_allowance(current.kind)
+    row = await retry_job_flow(services(request), job_id, principal(request).owner_id)
     if row is None:
-        current = await load_job(request, job_id)
         raise Conflict(f"Only failed or cancelled jobs can be retried; this one is "
                        f"{current.status}.")
-    # Forced past the cancel flag, which stays up to stop the cancelled attempt (if it is
-    # still winding down); the new attempt's number is above it, so it runs.
-    await svc.events.publish(job_id, "queued", {"kind": row.kind, "retry": True}, force=True)
-    await svc.enqueuer.send(row.kind, job_id)
     return _json(job_read(row), status=202)
 
 

@@ -254,6 +254,22 @@ def test_a_chat_job_from_post_v1_jobs_spends_the_chat_allowance(replicas: Replic
     assert statuses == [202] * TIGHT_CHAT_LIMIT + [429]
 
 
+def test_retrying_a_chat_job_spends_the_chat_allowance_again(replicas: Replicas) -> None:
+    url = replicas.stack.base_url
+    with httpx.Client(base_url=url, timeout=10) as http:
+        tight = new_user(http, replicas.stack.headers, tier="tight")
+    with httpx.Client(base_url=url, headers=tight.headers, timeout=10) as http:
+        slow = {"model": "dev/lorem", "max_tokens": 200, "dev_options": {"token_delay_ms": 50},
+                "messages": [{"role": "user", "content": "hi"}]}
+        job_id = http.post("/v1/jobs", json={"kind": "chat", "input": slow}).json()["id"]
+        statuses = []
+        for _ in range(TIGHT_CHAT_LIMIT):
+            assert http.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+            statuses.append(http.post(f"/v1/jobs/{job_id}/retry").status_code)
+    # The submission spent one of the allowance; each retry spends another.
+    assert statuses == [202] * (TIGHT_CHAT_LIMIT - 1) + [429]
+
+
 def test_a_job_in_the_routes_own_group_is_not_counted_twice(replicas: Replicas,
                                                              user: User) -> None:
     remaining = []
