@@ -74,7 +74,10 @@ def test_the_sweeper_resends_a_job_whose_message_redis_lost(
 
         done = wait_status(http, job["id"], timeout_s=15)
         assert done["status"] == "succeeded" and done["result"] == {"echo": {"lost": True}}
-        assert log.types(job["id"]).count("succeeded") == 1
+        # The terminal event is published just after the row's commit: wait for it.
+        types = poll(lambda: (seen := log.types(job["id"])) and seen[-1] == "succeeded" and seen,
+                     what="the job's succeeded event")
+        assert types.count("succeeded") == 1
         # The run's database is shared: jobs other tests left queued may be swept with it.
         assert re.search(r"sweeper re-sent \d+ lost jobs", stack.workers_log.read_text())
 
@@ -94,4 +97,7 @@ def test_sigterm_lets_a_running_job_finish_or_be_requeued_never_lost(
         done = wait_status(http, job["id"], timeout_s=20)
         assert done["status"] == "succeeded", done
         assert done["result"]["usage"]["completion_tokens"] == 15
-        assert log.types(job["id"]).count("succeeded") == 1
+        # The terminal event is published just after the row's commit: wait for it.
+        types = poll(lambda: (seen := log.types(job["id"])) and seen[-1] == "succeeded" and seen,
+                     what="the job's succeeded event")
+        assert types.count("succeeded") == 1

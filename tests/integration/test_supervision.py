@@ -59,8 +59,10 @@ def test_a_killed_worker_process_is_replaced_alone_and_its_job_finishes_once(
         assert done["status"] == "succeeded", done
         assert done["attempts"] >= 2
         assert done["result"]["usage"]["completion_tokens"] == 40
-        types = log.types(job["id"])
-        assert types.count("succeeded") == 1 and types[-1] == "succeeded", types
+        # The terminal event is published just after the row's commit: wait for it.
+        types = poll(lambda: (seen := log.types(job["id"])) and seen[-1] == "succeeded" and seen,
+                     what="the job's succeeded event")
+        assert types.count("succeeded") == 1, types
         # A new process takes the dead one's place and announces itself.
         replaced = poll(lambda: _io_workers(http, stack.workers.pid, 2, exclude={victim}),
                         timeout_s=60, what="a replacement worker process")
