@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_dev(subcommands)
     _add_users(subcommands)
     _add_keys(subcommands)
+    _add_model_server(subcommands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
@@ -258,6 +259,28 @@ def create_key(args: argparse.Namespace) -> int:
         engine.dispose()
     _say(f"created key {row.id} ({row.prefix}…) for {user.email}; it is shown only now:")
     print(new.key)
+    return 0
+
+
+def _add_model_server(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "model-server",
+        help="serve the dev models (dev/echo, dev/lorem) over the OpenAI wire format",
+        description="A model server process of its own (GET /v1/models, POST "
+        "/v1/chat/completions, GET /health), for `process` deployments on a machine "
+        "without model weights or network.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--log-level", default="warning")
+    parser.set_defaults(handler=model_server)
+
+
+def model_server(args: argparse.Namespace) -> int:
+    """Serve the dev models until SIGTERM; a port in use exits non-zero."""
+    from api.model_server import serve
+
+    serve(args.host, args.port, args.log_level)
     return 0
 
 
