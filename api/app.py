@@ -48,7 +48,7 @@ from pipelines.events import AsyncEventLog, parse_message
 from pipelines.keys import Keys
 from pipelines.logs import configure_logging
 from pipelines.redis_client import async_redis
-from pipelines.storage import build_file_store
+from pipelines.storage import file_store_of
 from schemas.settings import Settings
 
 
@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             auth=auth,
             limiter=build_limiter(settings, redis, keys),
             embedders=build_embedders(settings),
-            file_store=build_file_store(settings.file_store_dir),
+            file_store=file_store_of(settings),
         )
         try:
             yield

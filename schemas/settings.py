@@ -158,7 +158,20 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(default=256, ge=1)
     chunk_max_characters: int = Field(default=1500, ge=100)
     chunk_overlap: int = Field(default=150, ge=0)
-    file_store_dir: str = "./var/files"
+    # Where uploaded files live (pipelines/storage.py): `postgres` (the default: in the
+    # database, with their document rows), `s3://bucket/prefix` (any S3-compatible service;
+    # FILE_STORE_ENDPOINT_URL for one that is not AWS, credentials from these settings or
+    # boto3's usual AWS_* variables), or `file:///dir` (development only: one host's disk).
+    file_store_url: str = "postgres"
+    file_store_endpoint_url: str | None = None
+    file_store_region: str | None = None
+    file_store_access_key_id: str | None = None
+    file_store_secret_access_key: SecretStr | None = None
+    # Direct uploads (POST /v1/uploads): how long an upload URL stays valid; an unconfirmed
+    # upload is swept with its bytes after that. PUBLIC_BASE_URL is this API as clients
+    # reach it (behind a load balancer), for Switchyard upload URLs; else the request's own.
+    upload_url_ttl_s: int = Field(default=900, ge=10, le=7 * 24 * 3600)
+    public_base_url: str | None = None
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     # What one document may cost to ingest (pipelines/ingest/limits.py), each checked
     # before the step it guards; passing one fails the document with DOCUMENT_TOO_LARGE

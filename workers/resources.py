@@ -26,7 +26,7 @@ from pipelines.keys import Keys
 from pipelines.models import AsyncModelRegistry, dev_models
 from pipelines.providers.pool import ChatModels
 from pipelines.redis_client import async_redis
-from pipelines.storage import FileStore, build_file_store
+from pipelines.storage import FileStore, file_store_of
 from schemas.settings import Settings
 from workers.loop import EventLoop
 
@@ -109,7 +109,7 @@ class WorkerResources(dramatiq.Middleware):
                                                      max_output_tokens=settings.dev_max_tokens)),
             chat_models=chat_models,
             embedders=build_embedders(settings),
-            file_store=build_file_store(settings.file_store_dir),
+            file_store=file_store_of(settings, engine),
         )
 
     def before_process_stop(self, broker: dramatiq.Broker) -> None:

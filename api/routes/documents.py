@@ -2,10 +2,12 @@
 delete.
 
 An upload is refused while it streams in once it passes the size limit (413), and before
-anything is stored if its type cannot be ingested (415). The file is stored before the job
-row is committed and the job enqueued; if the same bytes are already in the base, the
-transaction rolls back, the stored copy is removed and the answer is 409 with the
-existing document.
+anything is stored if its type cannot be ingested (415). The file is stored in the job's
+own transaction, next to the document row (the default Postgres store writes its bytes on
+that connection, so both commit or neither does); if the same bytes are already in the
+base, the transaction rolls back, an externally stored copy is removed, and the answer is
+409 with the existing document. A direct upload (api/routes/uploads.py) ends in `confirm`
+here, which makes a document of the file already stored.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pipelines.errors import (
     UnsupportedFileType,
 )
 from pipelines.ingest.partition import SUPPORTED_TYPES, detect_file_type
-from pipelines.storage import document_key
+from pipelines.storage import StoredFile, document_key
 from schemas.knowledge import DocumentAccepted, DocumentList, DocumentRead, IngestJob
 
 # Room for the multipart framing and the `metadata` field on top of the file itself.
@@ -128,35 +130,50 @@ async def upload_document(request: Request) -> Response:
         metadata = _metadata(form)
         document_id = knowledge_db.new_id()
         key = document_key(document_id, filename)
-        await upload.seek(0)
-        stored = await anyio.to_thread.run_sync(svc.file_store.save, key, upload.file)
+        created: Any = None
+
+        async def insert_document(conn: AsyncConnection, job_id: str) -> None:
+            nonlocal created
+            stored = await svc.file_store.save(conn, key, upload.file,
+                                               content_type=upload.content_type)
+            if stored.size_bytes > limit:  # a body without a declared length
+                raise _too_large(limit)
+            created = await insert_document_row(
+                conn, document_id=document_id, base_id=base_id, owner_id=who.owner_id,
+                filename=filename, content_type=upload.content_type, file_type=file_type,
+                stored=stored, metadata=metadata, job_id=job_id)
+
+        try:
+            job, _ = await submit_job(
+                svc, kind="ingest", owner_id=who.owner_id, key_id=who.key_id,
+                input=IngestJob(document_id=document_id, knowledge_id=base_id).model_dump(),
+                on_submit=insert_document)
+        except BaseException:
+            await anyio.to_thread.run_sync(svc.file_store.discard, [key])
+            raise
     finally:
         await form.close()
-    created: Any = None
-
-    async def insert_document(conn: AsyncConnection, job_id: str) -> None:
-        nonlocal created
-        created = (await conn.execute(knowledge_db.insert_document(
-            document_id=document_id, knowledge_id=base_id, owner_id=who.owner_id,
-            filename=filename, content_type=upload.content_type, file_type=file_type,
-            size_bytes=stored.size_bytes, sha256=stored.sha256, storage_key=key,
-            metadata=metadata, job_id=job_id))).first()
-        if created is None:
-            existing = (await conn.execute(
-                knowledge_db.document_by_hash(base_id, stored.sha256))).one()
-            raise DuplicateDocument(
-                f"This file is already in the knowledge base as '{existing.filename}'.",
-                details={"document": document_read(existing).model_dump(mode="json")})
-
-    try:
-        job, _ = await submit_job(
-            svc, kind="ingest", owner_id=who.owner_id, key_id=who.key_id,
-            input=IngestJob(document_id=document_id, knowledge_id=base_id).model_dump(),
-            on_submit=insert_document)
-    except BaseException:
-        await anyio.to_thread.run_sync(svc.file_store.delete, key)
-        raise
     return _accepted(created, job)
+
+
+async def insert_document_row(conn: AsyncConnection, *, document_id: str, base_id: str,
+                              owner_id: str, filename: str, content_type: str | None,
+                              file_type: str, stored: StoredFile, metadata: dict[str, Any],
+                              job_id: str) -> Any:
+    """The document row for a stored file, in the job's transaction; 409 (rolling the
+    transaction back) when the base already holds the same bytes."""
+    created = (await conn.execute(knowledge_db.insert_document(
+        document_id=document_id, knowledge_id=base_id, owner_id=owner_id,
+        filename=filename, content_type=content_type, file_type=file_type,
+        size_bytes=stored.size_bytes, sha256=stored.sha256, storage_key=stored.key,
+        metadata=metadata, job_id=job_id))).first()
+    if created is None:
+        existing = (await conn.execute(
+            knowledge_db.document_by_hash(base_id, stored.sha256))).one()
+        raise DuplicateDocument(
+            f"This file is already in the knowledge base as '{existing.filename}'.",
+            details={"document": document_read(existing).model_dump(mode="json")})
+    return created
 
 
 @doc("List a knowledge base's documents", response=DocumentList, tags=["knowledge"],
@@ -221,7 +238,8 @@ async def delete_document(request: Request) -> Response:
                                                                    who.owner_id))).first()
     if deleted is None:
         raise DocumentNotFound(f"No document with id '{row.id}'.")
-    await anyio.to_thread.run_sync(svc.file_store.delete, deleted.storage_key)
+    # Postgres-stored bytes went with the row (a trigger); an external store's go now.
+    await anyio.to_thread.run_sync(svc.file_store.discard, [deleted.storage_key])
     if deleted.status == "processing" and deleted.job_id:
         await cancel_job(svc, str(deleted.job_id), who.owner_id, "document deleted")
     return Response(status_code=204)

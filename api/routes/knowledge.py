@@ -21,6 +21,7 @@ from api.knowledge_access import (
 )
 from api.openapi import doc
 from pipelines import retrieve
+from pipelines.db import files as files_db
 from pipelines.db import knowledge as knowledge_db
 from pipelines.errors import KnowledgeBaseNotFound
 from schemas.fields import canonical_uuid
@@ -122,16 +123,13 @@ async def delete_base(request: Request) -> Response:
     base_id = _base_id(request)
     await load_base(svc, owner_id, base_id, write=True)
     async with svc.engine.begin() as conn:
-        keys = (await conn.execute(knowledge_db.storage_keys_of_base(base_id))).scalars().all()
+        keys = [*(await conn.execute(knowledge_db.storage_keys_of_base(base_id))).scalars(),
+                *(await conn.execute(files_db.pending_upload_keys_of_base(base_id))).scalars()]
         deleted = (await conn.execute(knowledge_db.delete_base(base_id, owner_id))).first()
     if deleted is None:
         raise KnowledgeBaseNotFound(f"No knowledge base with id '{base_id}'.")
-
-    def remove_files() -> None:
-        for key in keys:
-            svc.file_store.delete(key)
-
-    await anyio.to_thread.run_sync(remove_files)
+    # Postgres-stored bytes went with the rows (triggers); an external store's go now.
+    await anyio.to_thread.run_sync(svc.file_store.discard, keys)
     return Response(status_code=204)
 
 

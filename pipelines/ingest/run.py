@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from pipelines import metrics
 from pipelines.db import chunks as chunks_db
 from pipelines.db import knowledge as knowledge_db
 from pipelines.db.tables import knowledge_bases
@@ -84,6 +85,7 @@ def ingest_document(engine: Engine, store: FileStore, embedders: Embedders, *,
         _set(engine, document_id, job_id, status="failed",
              error={"code": "PROCESSING_ERROR", "message": "Ingestion failed unexpectedly."})
         raise
+    metrics.record_ingest(result)
     return result
 
 
@@ -96,7 +98,7 @@ def _run(engine: Engine, store: FileStore, embedder: Any, doc: Any, job_id: str,
          spec: EmbeddingSpec, options: IngestOptions, report: Report,
          started: float, deadline: float) -> dict[str, Any]:
     chunking = ChunkOptions(max_characters=options.max_characters, overlap=options.overlap)
-    with store.local_path(doc.storage_key) as path:
+    with store.local_copy(doc.storage_key) as path:
         prepared = read_document(path, doc.content_type, doc.filename, chunking,
                                  options.limits, deadline)
     chunked_at = time.perf_counter()

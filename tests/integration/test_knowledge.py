@@ -6,10 +6,10 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from httpx_sse import connect_sse
 
@@ -29,17 +29,20 @@ MAX_UPLOAD_BYTES = 200_000
 NO_ANSWER_START = "I couldn't find anything relevant"
 
 
-@pytest.fixture(scope="module")
-def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("files")
+def stored_files(database_url: str, like: str = "%") -> list[tuple[str, int]]:
+    """(key, chunk rows) of the files in the default (Postgres) file store."""
+    with psycopg.connect(database_url) as conn:
+        return [(key, chunks) for key, chunks in conn.execute(
+            "SELECT f.key, (SELECT count(*) FROM stored_file_chunks c WHERE c.key = f.key) "
+            "FROM stored_files f WHERE f.key LIKE %s ORDER BY f.key", (like,))]
 
 
 @pytest.fixture(scope="module")
-def kstack(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str,
-           files_dir: Path) -> Iterator[Stack]:
+def kstack(tmp_path_factory: pytest.TempPathFactory, database_url: str,
+           redis_url: str) -> Iterator[Stack]:
+    # The default file store: the bytes live in Postgres, no directory is shared.
     stack = _start_stack(tmp_path_factory.mktemp("knowledge"), database_url, redis_url,
-                         env={**RELAXED_LOGIN_ENV, "FILE_STORE_DIR": str(files_dir),
-                              "MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES)})
+                         env={**RELAXED_LOGIN_ENV, "MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES)})
     yield stack
     stack.stop()
 
@@ -173,16 +176,17 @@ def test_corrupt_and_empty_files_fail_cleanly_with_a_reason(
 
 
 def test_uploading_the_same_bytes_twice_is_a_conflict_naming_the_first_document(
-    http: httpx.Client, corpus: dict[str, Any], files_dir: Path
+    http: httpx.Client, corpus: dict[str, Any], database_url: str
 ) -> None:
-    before = sorted(p.name for p in files_dir.rglob("*") if p.is_file())
+    before = stored_files(database_url)
+    assert before
     content, content_type = all_files()["readme.txt"]
     response = upload(http, corpus["base"]["id"], "copy-of-readme.txt", content, content_type)
     assert response.status_code == 409, response.text
     error = response.json()["error"]
     assert error["code"] == "CONFLICT"
     assert error["details"]["document"]["id"] == corpus["documents"]["readme.txt"]["id"]
-    assert sorted(p.name for p in files_dir.rglob("*") if p.is_file()) == before
+    assert stored_files(database_url) == before
 
 
 def test_upload_limits_types_and_bad_metadata_are_refused(
@@ -202,18 +206,19 @@ def test_upload_limits_types_and_bad_metadata_are_refused(
 
 
 def test_delete_removes_the_document_its_chunks_and_its_file(
-    http: httpx.Client, corpus: dict[str, Any], files_dir: Path
+    http: httpx.Client, corpus: dict[str, Any], database_url: str
 ) -> None:
     base_id = corpus["base"]["id"]
     doc = ingest(http, base_id, "temporary.md",
                  b"# Saffron\n\nThe saffron harvest begins after the first autumn frost.\n")
     assert doc["status"] == "processed"
-    assert [p for p in files_dir.rglob(f"{doc['id']}*")]
+    assert stored_files(database_url, f"%{doc['id']}%") == [
+        (f"documents/{doc['id'][:2]}/{doc['id']}.md", 1)]
     found = _search(http, "saffron harvest frost", [base_id], "keyword")
     assert any(r["document_id"] == doc["id"] for r in found["results"])
     assert http.delete(f"/v1/documents/{doc['id']}").status_code == 204
     assert http.get(f"/v1/documents/{doc['id']}").status_code == 404
-    assert not [p for p in files_dir.rglob(f"{doc['id']}*")]
+    assert stored_files(database_url, f"%{doc['id']}%") == []
     after = _search(http, "saffron harvest frost", [base_id], "keyword")
     assert all(r["document_id"] != doc["id"] for r in after["results"])
 
