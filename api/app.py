@@ -36,6 +36,7 @@ from api.routes import (
 )
 from api.routes import ask as ask_routes
 from api.routes import auth as auth_routes
+from api.routes import chains as chain_routes
 from api.routes import compare as compare_routes
 from api.routes import conversations as conversation_routes
 from api.routes import documents as document_routes
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *auth_routes.routes, *key_routes.routes, *admin_users.routes,
               *admin_system.routes, *conversation_routes.routes, *compare_routes.routes,
               *knowledge_routes.routes, *document_routes.routes, *embedding_routes.routes,
-              *ask_routes.routes, *admin_jobs.routes]
+              *ask_routes.routes, *admin_jobs.routes, *chain_routes.routes]
     app = Starlette(
         # The dashboard page is not an API: it stays out of /openapi.json.
         routes=[*routes, openapi_route(routes), *dashboard.routes],

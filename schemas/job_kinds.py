@@ -12,6 +12,7 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
+from schemas.chains import ChainRunJob, ChainStepJob
 from schemas.compare import CompareRequest
 from schemas.conversations import PruneJob
 from schemas.knowledge import IngestJob
@@ -24,4 +25,6 @@ JOB_PAYLOADS: Mapping[str, type[BaseModel] | None] = MappingProxyType({
     "compare": CompareRequest,
     "prune": PruneJob,
     "ingest": IngestJob,
+    "chain": ChainRunJob,
+    "chain_step": ChainStepJob,
 })

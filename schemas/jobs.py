@@ -38,6 +38,8 @@ JOB_ROUTES: dict[str, JobRoute] = {
     "compare": JobRoute(actor_name="run_compare", queue_name="chat"),
     "prune": JobRoute(actor_name="prune_conversation", queue_name="default"),
     "ingest": JobRoute(actor_name="ingest_document", queue_name="ingest"),
+    "chain": JobRoute(actor_name="run_chain", queue_name="chains"),
+    "chain_step": JobRoute(actor_name="run_chain_step", queue_name="chat"),
 }
 
 # Not a job kind: the delivery of a finished job's webhook, retried with backoff.
@@ -62,6 +64,7 @@ QUEUE_GROUPS: Mapping[str, QueueGroup] = MappingProxyType({
     "chat": QueueGroup.io,
     "default": QueueGroup.io,
     "ingest": QueueGroup.cpu,
+    "chains": QueueGroup.io,
 })
 
 

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     broker_maintenance_chance: int = 1000
     db_pool_size: int = Field(default=20, ge=1)
 
+    # Chains (pipelines/chains.py): a run's inputs (JSON bytes, fields), prompts per chain,
+    # and how long a run may take before it fails with TIMEOUT (a delayed message on the
+    # `chains` queue enforces it; no worker waits for it).
+    chain_max_input_bytes: int = Field(default=100 * 1024, ge=1)
+    chain_max_input_fields: int = Field(default=50, ge=1)
+    chain_max_prompts: int = Field(default=20, ge=1)
+    chain_run_timeout_s: float = Field(default=15 * 60.0, gt=0)
+
     # Accounts and auth (see pipelines/accounts.py). Without a secret key a fixed
     # development key is used and a warning logged: set one in production, shared by all
     # API replicas, or sessions issued by one replica fail on another.

@@ -92,6 +92,16 @@ class SyncJob:
                                          self._loop).result()
 
 
+class Suspended(Exception):  # noqa: N818 - a signal from work, not an error
+    """Raised by work whose job goes on in other jobs (a chain run, finished by its last
+    step): the job stays `running`, nothing is published, and the sweeper leaves it alone
+    for `hold_s` (past that, a redelivery finds the job as its work left it)."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__(f"suspended for up to {hold_s:.0f} s")
+        self.hold_s = hold_s
+
+
 Work = Callable[[Job], Awaitable[Any]]
 
 
@@ -127,6 +137,10 @@ async def _attempt(res: Resources, job: Job, work: Work) -> None:
         check_result_size(result, res.settings.max_result_bytes)
     except JobCancelled:
         log.info("job cancelled", extra={"job_id": job_id})
+        return
+    except Suspended as suspended:
+        async with res.aautocommit.connect() as conn:
+            await conn.execute(*jobs_db.hold(job_id, job.attempt, suspended.hold_s))
         return
     except DomainError as exc:
         await _fail(res, job, exc.code, exc.message, status=getattr(exc, "status", None),

@@ -232,6 +232,21 @@ def set_progress(job_id: str, attempt: int, progress: float) -> Bound:
     return _SET_PROGRESS, {"job_id": job_id, "attempt": attempt, "progress": progress}
 
 
+_HOLD = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job_id"), jobs.c.status == "running",
+           jobs.c.attempts == bindparam("attempt"))
+    .values(enqueued_at=func.now() + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("hold_s")),
+            updated_at=func.now())
+)
+
+
+def hold(job_id: str, attempt: int, hold_s: float) -> Bound:
+    """A running job whose work continues in other jobs (a chain run waits for its steps):
+    the sweeper, which re-sends jobs `running` without a message, leaves it for `hold_s`."""
+    return _HOLD, {"job_id": job_id, "attempt": attempt, "hold_s": hold_s}
+
+
 def cancel(job_id: str, owner_id: str) -> Update:
     return (
         update(jobs)
