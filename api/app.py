@@ -39,6 +39,7 @@ from api.routes import auth as auth_routes
 from api.routes import chains as chain_routes
 from api.routes import compare as compare_routes
 from api.routes import conversations as conversation_routes
+from api.routes import deployments as deployment_routes
 from api.routes import documents as document_routes
 from api.routes import embeddings as embedding_routes
 from api.routes import keys as key_routes
@@ -93,7 +94,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await redis.aclose()
             await engine.dispose()
 
-    routes = [*system.routes, *jobs.routes, *chat.routes, *models.routes,
+    routes = [*system.routes, *jobs.routes, *chat.routes, *deployment_routes.routes,
+              *models.routes,
               *admin_models.routes, *messages.routes, *ws_chat.routes, *usage.routes,
               *auth_routes.routes, *key_routes.routes, *admin_users.routes,
               *admin_system.routes, *conversation_routes.routes, *compare_routes.routes,

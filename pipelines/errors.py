@@ -196,3 +196,13 @@ class DocumentNotFound(NotFound):
 
 class DuplicateDocument(Conflict):
     """The base already holds a file with the same content; `details.document` is it."""
+
+
+class DeploymentNotFound(NotFound):
+    """No deployment with that id (or the caller may not see it)."""
+
+
+class DeploymentFailed(DomainError):
+    """A deployment ended `failed` (its reason is the message): final, never retried."""
+
+    code = "DEPLOYMENT_FAILED"

@@ -48,10 +48,19 @@ class ModelInfo:
     # Opened only in the process that calls the upstream; never rendered anywhere.
     api_key: str | None = field(default=None, repr=False, compare=False)
     has_api_key: bool = False
+    # A deployment's model: its deployment's model status (schemas/deployments.py); None
+    # for every other model. Only "loaded" is routable.
+    runtime_status: str | None = None
 
     @property
     def status(self) -> str:
-        return "available" if self.enabled else "disabled"
+        if not self.enabled:
+            return "disabled"
+        return self.runtime_status or "available"
+
+    @property
+    def routable(self) -> bool:
+        return self.enabled and self.runtime_status in (None, "loaded")
 
     def as_openai(self) -> dict[str, Any]:
         """The OpenAI `model` object plus Switchyard's fields."""
@@ -109,6 +118,7 @@ def info_from_row(row: Any, box: SecretBox) -> ModelInfo:
         max_output_tokens=row.max_output_tokens, enabled=row.enabled, source=row.source,
         created_at=row.created_at, updated_at=row.updated_at,
         api_key=box.open(row.api_key) if row.api_key else None, has_api_key=bool(row.api_key),
+        runtime_status=getattr(row, "runtime_status", None),
     )
 
 
@@ -160,9 +170,13 @@ def _not_found(model_id: str) -> ModelNotFound:
 
 
 def usable(info: ModelInfo) -> ModelInfo:
-    """`info`, or ModelUnavailable if an admin disabled it."""
+    """`info`, or ModelUnavailable if an admin disabled it or its deployment is not
+    running (loading, unhealthy, stopped)."""
     if not info.enabled:
         raise ModelUnavailable(f"The model '{info.id}' is disabled.")
+    if not info.routable:
+        raise ModelUnavailable(f"The model '{info.id}' is not available now: its deployment "
+                               f"is {info.runtime_status}.")
     return info
 
 
@@ -232,8 +246,12 @@ class AsyncModelRegistry:
         return self._remember(row)
 
     async def resolve(self, model_id: str) -> ModelInfo:
-        """The model a request may use now: it exists and is enabled."""
-        return usable(await self.get(model_id))
+        """The model a request may use now: it exists and is enabled, and is routable or
+        has a routable fallback (the worker's `chain` then skips it)."""
+        info = await self.get(model_id)
+        if info.enabled and not info.routable and len(await self.chain(model_id)) > 0:
+            return info
+        return usable(info)
 
     async def check_job_output_tokens(self, job_input: Mapping[str, Any]) -> None:
         """`check_output_tokens` for each model a chat (`model`) or compare (`models`) job
@@ -244,16 +262,22 @@ class AsyncModelRegistry:
                 check_output_tokens(await self.get(model_id), job_input)
 
     async def chain(self, model_id: str) -> list[ModelInfo]:
-        """The model and then its enabled fallbacks, in order (fallbacks' own are not followed)."""
-        primary = await self.resolve(model_id)
-        chain = [primary]
+        """The model and then its enabled fallbacks, in order (fallbacks' own are not followed);
+        a deployment's model that is not running is left out, so its fallbacks answer."""
+        primary = await self.get(model_id)
+        if primary.enabled and not primary.routable and primary.fallbacks:
+            chain: list[ModelInfo] = []
+        else:
+            chain = [usable(primary)]
         for fallback_id in primary.fallbacks:
             try:
                 info = await self.get(fallback_id)
             except ModelNotFound:
                 continue
-            if info.enabled and all(info.id != seen.id for seen in chain):
+            if info.routable and all(info.id != seen.id for seen in chain):
                 chain.append(info)
+        if not chain:
+            usable(primary)
         return chain
 
     async def list(self) -> list[ModelInfo]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from schemas.chains import ChainRunJob, ChainStepJob
 from schemas.compare import CompareRequest
 from schemas.conversations import PruneJob
+from schemas.deployments import DeployJob
 from schemas.knowledge import IngestJob
 from schemas.openai import ChatCompletionRequest
 
@@ -25,6 +26,7 @@ JOB_PAYLOADS: Mapping[str, type[BaseModel] | None] = MappingProxyType({
     "compare": CompareRequest,
     "prune": PruneJob,
     "ingest": IngestJob,
+    "deploy": DeployJob,
     "chain": ChainRunJob,
     "chain_step": ChainStepJob,
 })

@@ -38,6 +38,7 @@ JOB_ROUTES: dict[str, JobRoute] = {
     "compare": JobRoute(actor_name="run_compare", queue_name="chat"),
     "prune": JobRoute(actor_name="prune_conversation", queue_name="default"),
     "ingest": JobRoute(actor_name="ingest_document", queue_name="ingest"),
+    "deploy": JobRoute(actor_name="run_deploy", queue_name="deploy"),
     "chain": JobRoute(actor_name="run_chain", queue_name="chains"),
     "chain_step": JobRoute(actor_name="run_chain_step", queue_name="chat"),
 }
@@ -64,6 +65,7 @@ QUEUE_GROUPS: Mapping[str, QueueGroup] = MappingProxyType({
     "chat": QueueGroup.io,
     "default": QueueGroup.io,
     "ingest": QueueGroup.cpu,
+    "deploy": QueueGroup.io,
     "chains": QueueGroup.io,
 })
 

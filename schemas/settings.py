@@ -200,6 +200,33 @@ class Settings(BaseSettings):
     # HNSW candidate list per query (pgvector's hnsw.ef_search); more is slower, higher recall.
     hnsw_ef_search: int = Field(default=100, ge=10, le=1000)
 
+    # Deployments (pipelines/deploy/): each I/O worker process runs a supervisor that looks
+    # at every deployment each DEPLOY_TICK_S, holds a Redis lease per deployment it runs
+    # (renewed each tick, adopted by another worker DEPLOY_LEASE_TTL_S after its holder
+    # died), health-checks each DEPLOY_HEALTH_INTERVAL_S (unhealthy after
+    # DEPLOY_FAILURE_THRESHOLD failed checks in a row), waits DEPLOY_START_TIMEOUT_S for a
+    # new server, restarts a crashed one after DEPLOY_RESTART_BACKOFF_S (doubling) up to
+    # DEPLOY_MAX_RESTARTS times, then gives up (failed). A stop sends SIGTERM, then
+    # SIGKILL after DEPLOY_STOP_GRACE_S. Servers are advertised to chat workers at
+    # DEPLOY_ADVERTISE_HOST. Hourly costs accrue per DEPLOY_COST_HOUR_S (shortened in tests).
+    deploy_tick_s: float = Field(default=1.0, gt=0)
+    deploy_lease_ttl_s: float = Field(default=10.0, gt=0)
+    deploy_health_interval_s: float = Field(default=5.0, gt=0)
+    deploy_health_timeout_s: float = Field(default=2.0, gt=0)
+    deploy_health_initial_delay_s: float = Field(default=0.0, ge=0)
+    deploy_failure_threshold: int = Field(default=3, ge=1)
+    deploy_start_timeout_s: float = Field(default=60.0, gt=0)
+    deploy_max_restarts: int = Field(default=5, ge=0)
+    deploy_restart_backoff_s: float = Field(default=1.0, ge=0)
+    deploy_stop_grace_s: float = Field(default=10.0, ge=0)
+    deploy_log_lines: int = Field(default=1000, ge=10)
+    deploy_advertise_host: str = "127.0.0.1"
+    deploy_cost_hour_s: float = Field(default=3600.0, gt=0)
+    # STING's model management: models loaded at once (POST /v1/models/{id}/load refuses
+    # past it with 409), and the model GET /v1/models names as the default.
+    max_loaded_models: int = Field(default=4, ge=1)
+    default_model: str | None = None
+
     @field_validator("outbound_allowed_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -17,6 +17,7 @@ from pipelines.keys import Keys
 from pipelines.logs import configure_logging
 from schemas.settings import Settings
 from workers.consumer import WakeableRedisBroker
+from workers.deploy_supervision import DeploymentSupervision
 from workers.loop import EventLoop
 from workers.presence import Presence
 from workers.resources import WorkerResources
@@ -44,6 +45,7 @@ def build_broker(settings: Settings) -> WakeableRedisBroker:
     broker.add_middleware(WorkerResources(settings, loop))
     broker.add_middleware(Sweeper(settings))
     broker.add_middleware(Presence(settings))
+    broker.add_middleware(DeploymentSupervision(settings))
     return broker
 
 

@@ -6,7 +6,17 @@ sets Dramatiq's global broker on import, so it must be imported (it is first
 alphabetically) before any actor module declares its actors.
 """
 
-from workers import broker, chains, chat, compare, conversations, knowledge, noop, webhooks
+from workers import (
+    broker,
+    chains,
+    chat,
+    compare,
+    conversations,
+    deploy,
+    knowledge,
+    noop,
+    webhooks,
+)
 
-__all__ = ["broker", "chains", "chat", "compare", "conversations", "knowledge", "noop",
-           "webhooks"]
+__all__ = ["broker", "chains", "chat", "compare", "conversations", "deploy", "knowledge",
+           "noop", "webhooks"]

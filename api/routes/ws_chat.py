@@ -1,13 +1,19 @@
 """`WS /v1/ws/chat`: chat over one WebSocket, one generation at a time.
 
 Client frames: `{type: "start", model, messages, …OpenAI parameters, id?}`,
-`{type: "stop"}`, `{type: "ping"}`. Server frames: `{type: "content", delta, content}`
+`{type: "stop"}`, `{type: "ping"}`, `{type: "subscribe", channel: "model_status"}`. Server
+frames: `{type: "content", delta, content}`
 (the same text twice: `content` is what Stack 2.9's clients read), `{type: "tool_call",
 index, id?, name?, arguments}`, `{type: "done", finish_reason, usage, model, job_id}`,
 `{type: "error", code, message}`, `{type: "pong"}`; a start's optional `id` is echoed on
 the frames it causes. `stop` cancels the job (the worker halts at its next token) and
 forwards no content after it, then `done` with finish_reason "cancelled". Leaving the
 socket cancels a running generation. A bad frame gets an error frame; the socket stays.
+
+After `subscribe` to `model_status` the socket also gets STING's model-status frames, one
+per deployment state change as it happens (`model_loading`, `model_loaded`,
+`model_unloading`, `model_unloaded`, `model_unhealthy`, `model_failed`, with `model`,
+`status`, `state`), relayed from the deployments' event log through the process's hub.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from api.context import principal, services
 from api.errors import validation_details
 from api.formats.openai import usage_of
 from api.formats.writer import AnswerWriter
+from api.hub import RESYNC
 from api.job_control import cancel_job
 from api.job_replies import open_chat
 from api.job_stream import JobStream
+from pipelines.deploy.lifecycle import DEPLOYMENTS_LOG
 from pipelines.errors import DomainError
 from schemas.events import JobFailure
 from schemas.jobs import Event
@@ -87,6 +95,7 @@ class _Session:
         self.stopped = False
         self.running = False
         self.tag: Any = None
+        self.status_task: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
 
     async def send(self, frame: Frame) -> None:
@@ -139,8 +148,50 @@ class _Session:
                 await self.send(frame)
         self.running = False
 
+    async def subscribe(self, channel: Any) -> None:
+        if channel != "model_status":
+            await self.error("VALIDATION_FAILED", "channel must be model_status.")
+            return
+        if self.status_task is None:
+            svc = services(self.ws)
+            ready = asyncio.get_running_loop().create_future()
+            self.status_task = asyncio.get_running_loop().create_task(
+                self._model_status(svc.hub, svc.keys.channel(DEPLOYMENTS_LOG), ready))
+            await ready
+        await self.send({"type": "subscribed", "channel": "model_status"})
+
+    async def _model_status(self, hub: Any, channel: str, ready: asyncio.Future[None]) -> None:
+        admin = principal(self.ws).is_admin
+        try:
+            async with hub.subscribe(channel, DEPLOYMENTS_LOG) as queue:
+                ready.set_result(None)
+                while True:
+                    item = await queue.get()
+                    if item is RESYNC or not isinstance(item, Event):
+                        continue
+                    data = item.data
+                    if not data.get("frame"):
+                        continue
+                    frame = {"type": data["frame"], "model": data.get("model"),
+                             "status": data.get("model_status"), "state": data.get("state"),
+                             "event_id": item.id}
+                    if admin:
+                        frame.update(deployment_id=data.get("deployment_id"),
+                                     previous_state=data.get("previous_state"),
+                                     message=data.get("message"),
+                                     restart_count=data.get("restart_count"))
+                    async with self._send_lock:
+                        await self.ws.send_text(orjson.dumps(frame).decode())
+        finally:
+            if not ready.done():
+                ready.set_result(None)
+
     async def close(self) -> None:
         """The client left: stop forwarding (the stream cancels a job still running)."""
+        if self.status_task is not None:
+            self.status_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.status_task
         if self.forwarder is not None:
             self.forwarder.cancel()
             with contextlib.suppress(BaseException):
@@ -170,9 +221,11 @@ async def ws_chat(websocket: WebSocket) -> None:
                 await session.start(message)
             elif kind == "stop":
                 await session.stop()
+            elif kind == "subscribe":
+                await session.subscribe(message.get("channel"))
             else:
                 await session.error("VALIDATION_FAILED",
-                                    "type must be one of start, stop, ping.")
+                                    "type must be one of start, stop, ping, subscribe.")
     except WebSocketDisconnect:
         pass
     finally:

@@ -136,6 +136,49 @@ models = Table(
     Column("max_output_tokens", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # A deployment's model (source "deployment"): its deployment's model status
+    # (schemas/deployments.py MODEL_STATUS); only "loaded" is routable. NULL for the
+    # models of other sources. Migration 0009.
+    Column("runtime_status", Text),
+)
+
+# Deployments (pipelines/deploy/): a model made servable by an endpoint or a supervised
+# process. `state` changes only by conditional UPDATEs (pipelines/db/deployments.py);
+# `desired` is what an admin asked for, which the supervisors converge on. `target`
+# holds the endpoint key sealed (pipelines/secretbox.py). Migration 0009.
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("owner_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("model", Text, nullable=False, unique=True),
+    Column("upstream_model", Text, nullable=False),
+    Column("target_type", Text, nullable=False),
+    Column("target", JSONB, nullable=False),
+    Column("context_window", Integer, nullable=False, server_default="8192"),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("estimated_hourly_cost", Numeric(14, 6), nullable=False, server_default="0"),
+    Column("desired", Text, nullable=False, server_default="running"),
+    Column("generation", Integer, nullable=False, server_default="0"),
+    Column("state", Text, nullable=False, server_default="pending"),
+    Column("state_message", Text),
+    Column("restart_count", Integer, nullable=False, server_default="0"),
+    Column("first_failure_reason", Text),
+    Column("first_failure_at", DateTime(timezone=True)),
+    Column("host", Text),
+    Column("pid", Integer),
+    Column("port", Integer),
+    Column("base_url", Text),
+    Column("supervisor", Text),
+    Column("last_health_at", DateTime(timezone=True)),
+    Column("last_health_latency_ms", Float),
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    Column("cost_accrued_usd", Numeric(20, 10), nullable=False, server_default="0"),
+    Column("billed_until", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # One row per succeeded chat job (unique job_id: recorded exactly once), priced with the
