@@ -15,11 +15,13 @@ from api.context import Services
 from api.dashboard import routes as dashboard
 from api.enqueue import Enqueuer
 from api.errors import EXCEPTION_HANDLERS, ErrorBoundaryMiddleware
+from api.http_metrics import HttpMetricsMiddleware
 from api.hub import Hub
 from api.knowledge_access import build_embedders
 from api.limits import RateLimitMiddleware, build_limiter
 from api.middleware import AuthMiddleware, BodyDeadlineMiddleware, RequestIdMiddleware
 from api.openapi import openapi_route
+from api.queue_gauges import QueueGauges
 from api.registry import start_model_registry
 from api.routes import (
     admin_jobs,
@@ -86,9 +88,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             embedders=build_embedders(settings),
             file_store=file_store_of(settings),
         )
+        gauges = QueueGauges(redis, keys, interval_s=settings.queue_metrics_interval_s,
+                             worker_ttl_s=settings.worker_presence_ttl_s)
+        gauges.start()
         try:
             yield
         finally:
+            await gauges.stop()
             await hub.stop()
             broker.close()
             await redis.aclose()
@@ -107,6 +113,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
+            # Outermost: counts every answer, the refusals of the layers below included.
+            Middleware(HttpMetricsMiddleware),
             # uvicorn runs with --no-proxy-headers: only the configured proxies are believed.
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies),
             Middleware(BodyDeadlineMiddleware, timeout_s=settings.body_read_timeout_s),

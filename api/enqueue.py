@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from pipelines import metrics
 from pipelines.events import AsyncEventLog
 from pipelines.keys import Keys
 from schemas.jobs import JOB_ROUTES, JobRoute
@@ -53,6 +54,7 @@ class Enqueuer:
                    announce: dict[str, Any] | None = None) -> None:
         """Enqueue a job of `kind`; with `announce`, publish `queued` in the same round trip."""
         await self.send_to(JOB_ROUTES[kind], job_id, announce)
+        metrics.jobs_enqueued(kind).inc()
 
     async def send_to(self, route: JobRoute, job_id: str,
                       announce: dict[str, Any] | None = None) -> None:

@@ -29,6 +29,7 @@ from api.formats.sse import SSE_HEADERS
 from api.formats.writer import Writer
 from api.job_control import OnSubmit, cancel_job, submit_job
 from api.job_stream import TIMED_OUT, JobStream, Tick
+from pipelines import metrics
 from pipelines.db.jobs import new_job_id
 from schemas.events import JobFailure, failure_of
 from schemas.jobs import Event
@@ -100,9 +101,13 @@ class StreamResponse(StreamingResponse):
         self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Counted once per stream, not per frame (switchyard_streams_open).
+        gauge = metrics.streams_open("sse")
+        gauge.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            gauge.dec()
             await self._stream.close()
 
 

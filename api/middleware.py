@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import Principal
 from api.errors import ApiError, error_response
+from api.http_metrics import RESPONSE_STATUS
 from api.limits import refuse
 from pipelines.errors import RateLimited
 from pipelines.logs import request_id_var
@@ -34,12 +35,15 @@ class RequestIdMiddleware:
         request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else (
             uuid.uuid4().hex
         )
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         token = request_id_var.set(request_id)
         raw_id = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                # For HttpMetricsMiddleware, which so needs no send wrapper of its own.
+                state[RESPONSE_STATUS] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", raw_id)]
             await send(message)

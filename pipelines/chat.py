@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from pipelines import metrics
 from pipelines.errors import JobCancelled, UpstreamTimeout, UpstreamUnavailable
 from pipelines.ports import ChatChunk, ChatModel, Emit, ToolCallDelta, Usage
 
@@ -195,12 +196,14 @@ async def complete_with_fallbacks(
     emit: Emit,
     *,
     request_for: Callable[[str], dict[str, Any]] | None = None,
+    providers: Mapping[str, str] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """`complete` on the first candidate that answers; the result names it as `model`.
 
     `request_for(model_id)`, when given, adapts the request to each candidate (its own
-    output-token cap, say).
+    output-token cap, say). `providers` (model id -> provider) labels the upstream-error
+    metric of a candidate that fails.
 
     A candidate that is down or times out before any output hands over to the next (its
     own retries are already spent); once output has been emitted a failure is final, since
@@ -217,8 +220,13 @@ async def complete_with_fallbacks(
         try:
             asked = request_for(model_id) if request_for is not None else request
             result = await complete(model, asked, tracking_emit, **options)
-        except (UpstreamUnavailable, UpstreamTimeout) as exc:
-            if emitted or position == len(candidates) - 1:
+        except JobCancelled:
+            raise
+        except Exception as exc:
+            metrics.upstream_errors((providers or {}).get(model_id, "unknown"), model_id,
+                                    metrics.error_code(exc)).inc()
+            if not isinstance(exc, UpstreamUnavailable | UpstreamTimeout) or emitted or (
+                    position == len(candidates) - 1):
                 raise
             log.warning("model %s failed before output (%s); falling back to %s",
                         model_id, exc, candidates[position + 1][0])

@@ -36,6 +36,10 @@ class Keys:
     def worker_info(self, worker_id: str) -> str:
         return f"{self.namespace}:worker:{worker_id}"
 
+    def request_totals(self, day: str) -> str:
+        """Hash of one UTC day's HTTP requests across API processes (`YYYY-MM-DD`)."""
+        return f"{self.namespace}:requests:{day}"
+
     def sweeper_lock(self) -> str:
         return f"{self.namespace}:sweeper:lock"
 

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     broker_heartbeat_timeout_ms: int = 60_000
     broker_maintenance_chance: int = 1000
     db_pool_size: int = Field(default=20, ge=1)
+    # Metrics (pipelines/metrics.py): the API refreshes its queue gauges from Redis this
+    # often (0: never); the worker supervisor serves its processes' merged metrics on this
+    # port (0: not at all), from a directory of its own unless WORKER_METRICS_DIR names one.
+    queue_metrics_interval_s: float = Field(default=5.0, ge=0)
+    worker_metrics_port: int = Field(default=9191, ge=0, le=65535)
+    worker_metrics_host: str = "0.0.0.0"
+    worker_metrics_dir: str | None = None
 
     # Chains (pipelines/chains.py): a run's inputs (JSON bytes, fields), prompts per chain,
     # and how long a run may take before it fails with TIMEOUT (a delayed message on the

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pipelines import chat
+from pipelines import chat, metrics
 from pipelines.budgets import budget_id, record_tokens
 from pipelines.conversations import message_tokens
 from pipelines.db.outcomes import chat_succeeded
@@ -47,7 +47,7 @@ async def run_chat(job: Job, spec: ChatCompletionRequest) -> dict[str, Any]:
         flush_ms=chat.flush_window_ms(res.settings.stream_flush_ms,
                                       res.settings.stream_flush_max_ms, res.active_jobs),
         stream_events=bool(request.get("stream", True)), is_cancelled=job.is_cancelled,
-        count_tokens=local_usage)
+        count_tokens=local_usage, providers={info.id: info.provider for info in chain})
     answered = next(info for info in chain if info.id == result["model"])
     usage = result["usage"]
     cost = answered.cost_usd(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))
@@ -62,10 +62,13 @@ async def run_chat(job: Job, spec: ChatCompletionRequest) -> dict[str, Any]:
                     if conversation_id else 0)
 
     async def finish(conn: AsyncConnection, done: dict[str, Any]) -> Any:
-        return (await conn.execute(*chat_succeeded(
+        row = (await conn.execute(*chat_succeeded(
             job_id=job.job_id, attempt=job.attempt, result=done, owner_id=job.owner_id,
             key_id=job.key_id, model=answered.id, provider=answered.provider, cost_usd=cost,
             conversation_id=conversation_id, reply_tokens=reply_tokens))).first()
+        if row is not None:  # Counted once, by the attempt that recorded the success.
+            metrics.record_chat(answered.id, answered.provider, done, float(cost))
+        return row
 
     job.finish = finish
     return result

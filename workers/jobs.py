@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import DomainError, JobCancelled, UpstreamUnavailable
 from pipelines.output_limits import check_result_size
+from workers import job_metrics
 from workers.resources import Resources, current
 from workers.webhooks import deliver_webhook
 
@@ -117,10 +118,12 @@ async def run(job_id: str, work: Work) -> None:
               owner_id=claimed.owner_id, input=claimed.input, resources=res,
               key_id=claimed.key_id)
     res.active_jobs += 1
+    timer = job_metrics.AttemptTimer(job.kind, job.attempt)
     try:
         await _attempt(res, job, work)
     finally:
         res.active_jobs -= 1
+        timer.done()
 
 
 async def _attempt(res: Resources, job: Job, work: Work) -> None:
@@ -137,6 +140,7 @@ async def _attempt(res: Resources, job: Job, work: Work) -> None:
         check_result_size(result, res.settings.max_result_bytes)
     except JobCancelled:
         log.info("job cancelled", extra={"job_id": job_id})
+        job_metrics.cancelled(job.kind)
         return
     except Suspended as suspended:
         async with res.aautocommit.connect() as conn:
@@ -161,6 +165,7 @@ async def _attempt(res: Resources, job: Job, work: Work) -> None:
             done = (await conn.execute(*jobs_db.mark_succeeded(job_id, job.attempt,
                                                                result))).first()
     if done is not None:
+        job_metrics.succeeded(job.kind)
         await res.aevents.publish(job_id, "succeeded", {"result": result}, terminal=True,
                                   attempt=job.attempt)
         await _webhook(done)
@@ -199,6 +204,7 @@ async def _fail(res: Resources, job: Job, code: str, message: str,
         done = (await conn.execute(*jobs_db.mark_failed(job.job_id, job.attempt,
                                                         error))).first()
     if done is not None:
+        job_metrics.failed(job.kind, code)
         await res.aevents.publish(job.job_id, "failed", {"error": error}, terminal=True,
                                   attempt=job.attempt)
         await _webhook(done)

@@ -43,6 +43,7 @@ from pipelines.logs import configure_logging
 from schemas.jobs import QueueGroup, queues_in
 from schemas.settings import Settings
 from workers.consumer import BROKER_ID_ENV, WakeableRedisBroker
+from workers.metrics_server import WorkerMetrics
 from workers.worker_process import EXIT_CONFIG, EXIT_OK
 
 log = logging.getLogger("switchyard.supervisor")
@@ -98,6 +99,9 @@ class Supervisor:
     _release_at_s: float = 0.0
     _release_warnings: Throttle = field(
         default_factory=lambda: Throttle(RECONNECT_LOG_INTERVAL_S))
+    # Extra environment of every child, and a hook told each dead child's pid (metrics).
+    child_env: dict[str, str] = field(default_factory=dict)
+    on_child_exit: Callable[[int], None] | None = None
 
     @property
     def stopping(self) -> bool:
@@ -134,7 +138,7 @@ class Supervisor:
         for child in self.children:
             if child.process is None and child.start_at_s <= now:
                 child.broker_id = str(uuid.uuid4())
-                env = {**os.environ, BROKER_ID_ENV: child.broker_id}
+                env = {**os.environ, **self.child_env, BROKER_ID_ENV: child.broker_id}
                 child.started_s = now
                 child.starts += 1
                 try:
@@ -152,6 +156,8 @@ class Supervisor:
             if child.process is None or (code := child.process.poll()) is None:
                 continue
             pid, child.process = child.process.pid, None
+            if self.on_child_exit is not None:
+                self.on_child_exit(pid)
             self._unreleased[child.broker_id] = child.queues
             self._release_at_s = 0.0
             if self.stopping:
@@ -232,7 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     broker = WakeableRedisBroker(
         keys=Keys(settings.switchyard_namespace), url=settings.redis_url,
         heartbeat_timeout=settings.broker_heartbeat_timeout_ms, middleware=[])
-    supervisor = Supervisor(children, broker)
+    metrics = WorkerMetrics(port=settings.worker_metrics_port,
+                            host=settings.worker_metrics_host,
+                            directory=settings.worker_metrics_dir)
+    metrics.start()
+    supervisor = Supervisor(children, broker, child_env=metrics.child_env(),
+                            on_child_exit=metrics.child_exited)
     for sig in _STOP_SIGNALS:
         signal.signal(sig, supervisor.request_stop)
     # Any handled signal (a child's exit included) writes to this pipe and ends the wait.
@@ -241,7 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
-    return supervisor.run(wake_read)
+    try:
+        return supervisor.run(wake_read)
+    finally:
+        metrics.close()
 
 
 def _sleep(wake_fd: int, timeout_s: float) -> None:

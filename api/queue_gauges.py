@@ -1,0 +1,78 @@
+"""Queue depth, delayed and dead-letter gauges, refreshed from Redis on an interval (and
+this process's request totals folded into Redis on the same beat, api/request_totals.py).
+
+A scrape only reads the gauges: Prometheus scraping every few seconds from several
+replicas must not turn into as many Redis scans. One pipelined round trip per interval
+reads every queue's lengths (Dramatiq's Redis layout: the queue list `<ns>:<q>`, its delay
+queue `<ns>:<q>.DQ`, and its dead-letter sorted set `<ns>:<q>.XQ`) and the live-worker count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from prometheus_client import Gauge
+from redis.asyncio import Redis
+
+from api.request_totals import REQUEST_TOTALS
+from pipelines import metrics
+from pipelines.keys import Keys
+from schemas.jobs import JOB_ROUTES, QUEUE_GROUPS
+
+log = logging.getLogger("switchyard.queue_gauges")
+
+# Here, not in pipelines/metrics.py: an unlabelled gauge exists (as 0) in every process that
+# imports it, and under the workers' multiprocess mode their zeros would be merged in.
+WORKERS_ALIVE = Gauge("switchyard_workers_alive", "Worker processes whose heartbeat is fresh.",
+                      multiprocess_mode="mostrecent")
+QUEUES = tuple(sorted({*QUEUE_GROUPS, *(route.queue_name for route in JOB_ROUTES.values())}))
+
+
+async def refresh_queue_gauges(redis: Redis, keys: Keys, worker_ttl_s: float) -> None:
+    """Read every queue's lengths and the live workers once, into the gauges."""
+    pipe = redis.pipeline(transaction=False)
+    for queue in QUEUES:
+        pipe.llen(keys.dramatiq_queue(queue))
+        pipe.llen(keys.dramatiq_queue(f"{queue}.DQ"))
+        pipe.zcard(keys.dramatiq_queue(f"{queue}.XQ"))
+    pipe.zcount(keys.workers(), int((time.time() - worker_ttl_s) * 1000), "+inf")
+    counts = await pipe.execute()
+    for i, queue in enumerate(QUEUES):
+        metrics.QUEUE_DEPTH.labels(queue).set(counts[3 * i])
+        metrics.QUEUE_DELAYED.labels(queue).set(counts[3 * i + 1])
+        metrics.QUEUE_DEAD_LETTERS.labels(queue).set(counts[3 * i + 2])
+    WORKERS_ALIVE.set(counts[-1])
+
+
+class QueueGauges:
+    """The refresh loop, owned by the app's lifespan (`start`, `stop`)."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, interval_s: float,
+                 worker_ttl_s: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._interval_s = interval_s
+        self._worker_ttl_s = worker_ttl_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._interval_s > 0:
+            self._task = asyncio.create_task(self._loop(), name="queue-gauges")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await refresh_queue_gauges(self._redis, self._keys, self._worker_ttl_s)
+                await REQUEST_TOTALS.flush(self._redis, self._keys)
+            except Exception as exc:  # Redis down: keep the last values, try again later.
+                log.warning("queue gauges not refreshed: %r", exc)
+            await asyncio.sleep(self._interval_s)
