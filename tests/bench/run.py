@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tests.bench import auth_overhead, gateway, knowledge, spine
+from tests.bench import auth_overhead, deployments, gateway, knowledge, spine
 from tests.bench.stack import bench_services, bench_stack
 
 
@@ -59,7 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="",
-                        help="comma-separated: hop,throughput,stream,chat,gateway,auth,knowledge")
+                        help="comma-separated: hop,throughput,stream,chat,gateway,auth,knowledge,"
+                        "deploy")
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--targets", default=",".join(gateway.TARGETS),
                         help="gateway: comma-separated targets to measure")
@@ -115,6 +116,12 @@ def main() -> None:
                               "cpu_ms_per_request": gateway.cpu_rows(outcome),
                               "failures": outcome.failures}
             rows += [gateway.detail_row(m) for m in outcome.measurements]
+        if not only or "deploy" in only:
+            deploy_rows = deployments.run(db_url, redis_url, log_dir / "deploy",
+                                          rounds=3 if args.quick else 5,
+                                          requests=50 if args.quick else 200)
+            rows += deploy_rows
+            print_table(deploy_rows)
         if not only or "knowledge" in only:
             knowledge_rows = knowledge.ingestion_throughput(
                 db_url, pages=40 if args.quick else 200, md_mb=0.2 if args.quick else 1.0)
