@@ -122,7 +122,8 @@ async def _checked_body(request: Request, owner_id: str) -> ChainCreate:
     check_definition(definition["input_fields"], definition["prompts"])
     for prompt in body.prompts:
         try:
-            await svc.models.resolve(prompt.model)
+            # Exists is enough: a disabled model may be enabled again before the run.
+            await svc.models.get(prompt.model)
         except ModelNotFound:
             raise ChainDefinitionInvalid(
                 f"Prompt '{prompt.name}' uses model '{prompt.model}', which does not exist.",
@@ -251,7 +252,12 @@ async def _start(request: Request, *, chain_id: str, version: int, inputs: dict[
         await conn.execute(chains_db.insert_run(run_id=run_id, chain_id=chain_id,
                                                 version=version, owner_id=who.owner_id,
                                                 inputs=inputs, rerun_of=rerun_of))
-        await conn.execute(chains_db.insert_steps(steps(run_id)))
+        # Reused steps carry every column, new ones few: one INSERT per shape.
+        shapes: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for row in steps(run_id):
+            shapes.setdefault(frozenset(row), []).append(row)
+        for rows in shapes.values():
+            await conn.execute(chains_db.insert_steps(rows))
 
     async def submit() -> Any:
         row, _ = await submit_job(svc, kind="chain", owner_id=who.owner_id,

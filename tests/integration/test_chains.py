@@ -6,18 +6,24 @@ every event of a run is on the run's own log in AI Studio's names.
 
 from __future__ import annotations
 
+import os
+import signal
+import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import connect_sse
 
 from pipelines.events import stream_id_key
-from tests.integration.jobclient import wait_status
+from tests.integration.conftest import Stack, _start_stack
+from tests.integration.jobclient import EventLogReader, client, poll, wait_status
+from tests.integration.processes import children
 
 CHAIN_TYPES = ("execution_started", "prompt_started", "prompt_chunk", "prompt_complete",
                "execution_complete", "execution_failed")
-FAST_REDELIVERY = {"BROKER_HEARTBEAT_TIMEOUT_MS": "2000", "BROKER_MAINTENANCE_CHANCE": "1000000"}
 
 
 def prompt(name: str, position: int, template: str, model: str = "dev/echo",
@@ -167,3 +173,302 @@ def test_steps_at_one_position_run_in_parallel_and_their_chunks_interleave(
     assert outputs[3] == f"{outputs[1]} | {outputs[2]}"
     assert len(outputs[1].split()) == 12
     assert wait_status(http, run_id)["status"] == "succeeded"
+
+
+def test_saving_refuses_unknown_same_position_later_and_cyclic_references_naming_them(
+    http: httpx.Client,
+) -> None:
+    cases = [
+        ([prompt("A", 1, "{{topic}} {{ghost}}")], {"prompt": "A", "reference": "ghost"}),
+        ([prompt("A", 1, "{{topic}}"), prompt("B", 1, "{{A}}")],
+         {"prompt": "B", "reference": "A"}),
+        ([prompt("A", 1, "{{B}}"), prompt("B", 2, "{{topic}}")],
+         {"prompt": "A", "reference": "B"}),
+    ]
+    for prompts, details in cases:
+        response = http.post("/v1/chains", json={"name": "bad", "prompts": prompts,
+                                                 "input_fields": [{"name": "topic"}]})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "VALIDATION_FAILED" and error["details"] == details
+        assert f"'{details['prompt']}'" in error["message"]
+        assert f"'{details['reference']}'" in error["message"]
+    cyclic = http.post("/v1/chains", json={"name": "bad", "prompts": [
+        prompt("A", 1, "{{B}}"), prompt("B", 2, "{{A}}")]})
+    assert cyclic.status_code == 422
+    assert set(cyclic.json()["error"]["details"]["cycle"]) == {"A", "B"}
+    unknown_model = http.post("/v1/chains", json={"name": "bad", "prompts": [
+        prompt("A", 1, "hi", model="nobody/nothing")]})
+    assert unknown_model.status_code == 422
+    assert unknown_model.json()["error"]["details"] == {"prompt": "A",
+                                                        "model": "nobody/nothing"}
+
+
+def test_limits_prompts_fields_input_bytes_and_field_count(http: httpx.Client) -> None:
+    many = http.post("/v1/chains", json={"name": "big", "prompts": [
+        prompt(f"P{i}", i, "x") for i in range(21)]})
+    assert many.status_code == 422
+    assert many.json()["error"]["details"] == {"limit": "prompts", "max": 20, "found": 21}
+    wide = http.post("/v1/chains", json={"name": "wide", "prompts": [prompt("A", 1, "x")],
+                                         "input_fields": [{"name": f"f{i}"} for i in range(51)]})
+    assert wide.status_code == 422
+    assert wide.json()["error"]["details"]["limit"] == "input_fields"
+
+    chain = create_chain(http, [prompt("A", 1, "{{topic}}")],
+                         fields=[{"name": "topic", "max_length": 200_000}])
+    run = f"/v1/chains/{chain['id']}/run"
+    big = http.post(run, json={"inputs": {"topic": "x" * (100 * 1024 + 1)}})
+    assert big.status_code == 413
+    assert big.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    crowded = http.post(run, json={"inputs": {f"f{i}": "v" for i in range(51)}})
+    assert crowded.status_code == 422
+    assert crowded.json()["error"]["details"] == {"limit": "input_fields", "max": 50,
+                                                  "found": 51}
+    missing = http.post(run, json={"inputs": {}})
+    assert missing.status_code == 422
+    assert missing.json()["error"]["details"] == {"field": "inputs.topic"}
+
+
+def test_a_step_past_its_timeout_uses_its_default_output_when_told_to_continue(
+    http: httpx.Client,
+) -> None:
+    chain = create_chain(http, [
+        prompt("Slow", 1, "{{topic}}", model="dev/lorem", max_tokens=200,
+               dev_options={"token_delay_ms": 50}, timeout_s=0.5, on_error="continue",
+               default_output="fallback"),
+        prompt("After", 2, "{{Slow}} then"),
+    ])
+    run_id, frames = stream_run(http, f"/v1/chains/{chain['id']}/run",
+                                {"inputs": {"topic": "t"}})
+    assert frames[-1][1] == "execution_complete"
+    completes = [data for _, kind, data in frames if kind == "prompt_complete"]
+    assert completes[0]["output"] == "fallback"
+    assert completes[0]["metadata"]["error"]["code"] == "STEP_TIMEOUT"
+    assert completes[1]["output"] == "fallback then"
+    steps = http.get(f"/v1/chains/runs/{run_id}").json()["steps"]
+    assert [s["status"] for s in steps] == ["defaulted", "succeeded"]
+    assert http.get(f"/v1/jobs/{steps[0]['job_id']}").json()["status"] == "failed"
+
+
+def test_versions_listing_paging_and_delete(http: httpx.Client) -> None:
+    older = create_chain(http, [prompt("A", 1, "{{topic}}")], status="published")
+    chain = create_chain(http, [prompt("A", 1, "v1 {{topic}}")], status="published")
+    body = {"name": "renamed", "status": "published", "input_fields": [{"name": "topic"}],
+            "prompts": [prompt("A", 1, "v2 {{topic}}"), prompt("B", 2, "{{A}}")]}
+    updated = http.put(f"/v1/chains/{chain['id']}", json=body)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["version"] == 2 and updated.json()["promptCount"] == 2
+    run = http.post(f"/v1/chains/{chain['id']}/run", json={"inputs": {"topic": "x"}})
+    assert run.status_code == 202, run.text
+    run_id = run.json()["id"]
+    assert wait_status(http, run_id)["status"] == "succeeded"
+    record = http.get(f"/v1/chains/runs/{run_id}").json()
+    assert record["version"] == 2 and record["results"][1]["output"] == "v2 x"
+
+    listed = http.get("/v1/chains", params={"status": "published", "limit": 1}).json()
+    assert listed["data"][0]["id"] == chain["id"] and listed["data"][0]["promptCount"] == 2
+    assert listed["next_cursor"]
+    page2 = http.get("/v1/chains", params={"status": "published", "limit": 100,
+                                           "cursor": listed["next_cursor"]}).json()["data"]
+    assert chain["id"] not in {c["id"] for c in page2} and older["id"] in {c["id"] for c in page2}
+    assert all(c["status"] == "draft" for c in
+               http.get("/v1/chains", params={"status": "draft"}).json()["data"])
+    runs = http.get(f"/v1/chains/{chain['id']}/runs", params={"status": "succeeded"}).json()
+    assert [r["id"] for r in runs["data"]] == [run_id]
+
+    assert http.delete(f"/v1/chains/{chain['id']}").status_code == 204
+    assert http.get(f"/v1/chains/{chain['id']}").status_code == 404
+    assert http.get(f"/v1/chains/runs/{run_id}").status_code == 200
+
+
+def test_a_run_stream_resumes_after_last_event_id_mid_run(http: httpx.Client) -> None:
+    chain = create_chain(http, [
+        prompt("A", 1, "{{topic}}", model="dev/lorem", max_tokens=20,
+               dev_options={"token_delay_ms": 40}),
+        prompt("B", 2, "{{A}} again"),
+    ])
+    run_id, first = stream_run(http, f"/v1/chains/{chain['id']}/run",
+                               {"inputs": {"topic": "t"}}, stop_after=5)
+    assert len(first) == 5
+    rest: list[tuple[str, str, dict[str, Any]]] = []
+    with connect_sse(http, "GET", f"/v1/chains/runs/{run_id}/events",
+                     headers={"Last-Event-ID": first[-1][0]},
+                     timeout=httpx.Timeout(60.0)) as source:
+        assert source.response.status_code == 200
+        for sse in source.iter_sse():
+            rest.append((sse.id, sse.event, sse.json()))
+    whole = first + rest
+    assert rest and rest[-1][1] == "execution_complete"
+    ids = [stream_id_key(eid) for eid, _, _ in whole]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # Nothing lost, nothing twice: the same as reading the whole run from its start.
+    with connect_sse(http, "GET", f"/v1/chains/runs/{run_id}/events",
+                     timeout=httpx.Timeout(60.0)) as source:
+        replay = [(sse.id, sse.event, sse.json()) for sse in source.iter_sse()]
+    assert replay == whole
+    outputs = {data["promptId"]: data["output"] for _, kind, data in whole
+               if kind == "prompt_complete"}
+    assert chunk_text(whole) == outputs and outputs[2] == f"{outputs[1]} again"
+
+
+@pytest.fixture(scope="module")
+def chain_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str,
+                redis_url: str) -> Iterator[Stack]:
+    """A stack whose workers read the model registry on every use (so a model disabled or
+    enabled by a test takes effect at once), with one I/O worker process and no CPU one."""
+    stack = _start_stack(tmp_path_factory.mktemp("chains"), database_url, redis_url,
+                         env={"MODEL_CACHE_TTL_S": "0", "WORKER_CPU_PROCESSES": "0"})
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def chain_http(chain_stack: Stack) -> Iterator[httpx.Client]:
+    with client(chain_stack) as http:
+        yield http
+
+
+def test_a_failing_step_fails_the_run_and_resume_reruns_only_it_and_later_steps(
+    chain_http: httpx.Client,
+) -> None:
+    http = chain_http
+    model_id = f"test/{uuid.uuid4().hex[:10]}"
+    made = http.post("/v1/admin/models", json={"id": model_id, "provider": "dev",
+                                               "upstream_model": "echo"})
+    assert made.status_code in (200, 201), made.text
+    chain = create_chain(http, [
+        prompt("First", 1, "one {{topic}}"),
+        prompt("Side", 1, "side {{topic}}"),
+        prompt("Flaky", 2, "{{First}} two", model=model_id),
+        prompt("Last", 3, "{{Flaky}} three"),
+    ])
+    assert http.put(f"/v1/admin/models/{model_id}", json={"enabled": False}).status_code == 200
+    run_id, frames = stream_run(http, f"/v1/chains/{chain['id']}/run",
+                                {"inputs": {"topic": "t"}})
+    assert frames[-1][1] == "execution_failed"
+    failure = frames[-1][2]
+    assert failure["promptId"] == 3 and failure["recoverable"] is True
+    assert failure["error"]["code"] == "MODEL_UNAVAILABLE"
+    assert wait_status(http, run_id)["status"] == "failed"
+    before = {s["name"]: s for s in http.get(f"/v1/chains/runs/{run_id}").json()["steps"]}
+    assert [before[n]["status"] for n in ("First", "Side", "Flaky", "Last")] == [
+        "succeeded", "succeeded", "failed", "pending"]
+
+    assert http.put(f"/v1/admin/models/{model_id}", json={"enabled": True}).status_code == 200
+    _, resumed = stream_run(http, f"/v1/chains/runs/{run_id}/resume", {})
+    assert resumed[0][2]["attempt"] == 2
+    assert resumed[-1][1] == "execution_complete"
+    started = [data["promptId"] for _, kind, data in resumed if kind == "prompt_started"]
+    assert started == [3, 4]
+    assert [r["output"] for r in resumed[-1][2]["results"]] == [
+        "one t", "side t", "one t two", "one t two three"]
+    after = {s["name"]: s for s in http.get(f"/v1/chains/runs/{run_id}").json()["steps"]}
+    for name in ("First", "Side"):  # reused: the same job, run once
+        assert after[name]["job_id"] == before[name]["job_id"]
+        assert after[name]["attempts"] == 1
+    assert after["Flaky"]["job_id"] != before["Flaky"]["job_id"]
+    assert after["Flaky"]["attempts"] == 2 and after["Flaky"]["status"] == "succeeded"
+    assert wait_status(http, run_id)["status"] == "succeeded"
+
+    # Rerun from a step with changed inputs: a new run that reuses the earlier position.
+    rerun = http.post(f"/v1/chains/runs/{run_id}/rerun",
+                      json={"from_prompt": "Flaky", "inputs": {"topic": "u"}})
+    assert rerun.status_code == 202, rerun.text
+    new_id = rerun.json()["id"]
+    assert wait_status(http, new_id)["status"] == "succeeded"
+    record = http.get(f"/v1/chains/runs/{new_id}").json()
+    assert record["rerun_of"] == run_id and record["inputs"] == {"topic": "u"}
+    steps = {s["name"]: s for s in record["steps"]}
+    assert steps["First"]["reused"] and steps["First"]["output"] == "one t"
+    assert not steps["Flaky"]["reused"] and steps["Last"]["output"] == "one t two three"
+
+
+def test_a_worker_killed_mid_step_still_completes_the_run_once_without_splicing(
+    chain_http: httpx.Client, chain_stack: Stack, redis_url: str,
+) -> None:
+    http = chain_http
+    chain = create_chain(http, [
+        prompt("Long", 1, "{{topic}}", model="dev/lorem", max_tokens=40,
+               dev_options={"token_delay_ms": 50}),
+        prompt("Echo", 2, "[{{Long}}]"),
+    ])
+    assert chain_stack.workers is not None
+    with EventLogReader(redis_url, chain_stack.namespace) as log:
+        run = http.post(f"/v1/chains/{chain['id']}/run", json={"inputs": {"topic": "t"}})
+        assert run.status_code == 202
+        run_id = run.json()["id"]
+        poll(lambda: log.types(run_id).count("prompt_chunk") >= 3, timeout_s=30,
+             what="the first step to be mid-stream")
+        workers = poll(lambda: list(children(chain_stack.workers.pid)), what="worker pids")
+        assert len(workers) == 1, workers
+        os.kill(workers[0], signal.SIGKILL)
+
+        done = wait_status(http, run_id, timeout_s=90)
+        assert done["status"] == "succeeded", done
+        types = poll(lambda: (seen := log.types(run_id)) and seen[-1] == "succeeded" and seen,
+                     what="the run's succeeded event")
+        events = log.events(run_id)
+    assert types.count("execution_complete") == 1 and types.count("succeeded") == 1
+    attempts = [e.data["attempt"] for e in events
+                if e.type == "prompt_started" and e.data["promptId"] == 1]
+    assert attempts == [1, 2]
+    frames = [(e.id, e.type, e.data) for e in events]
+    record = http.get(f"/v1/chains/runs/{run_id}").json()
+    long, echo = record["steps"]
+    assert len(long["output"].split()) == 40 and long["attempts"] == 2
+    assert chunk_text(frames)[1] == long["output"]
+    assert echo["input"] == f"[{long['output']}]" and echo["output"] == echo["input"]
+    assert http.get(f"/v1/jobs/{long['job_id']}").json()["attempts"] == 2
+
+
+def test_cancel_mid_run_stops_every_running_step_within_a_token(
+    chain_http: httpx.Client, chain_stack: Stack, redis_url: str,
+) -> None:
+    http = chain_http
+    slow = {"model": "dev/lorem", "max_tokens": 400, "dev_options": {"token_delay_ms": 30}}
+    chain = create_chain(http, [
+        {**prompt("L", 1, "{{topic}}"), **slow},
+        {**prompt("R", 1, "{{topic}}"), **slow},
+        prompt("Z", 2, "{{L}}{{R}}"),
+    ])
+    with EventLogReader(redis_url, chain_stack.namespace) as log:
+        run_id = http.post(f"/v1/chains/{chain['id']}/run",
+                           json={"inputs": {"topic": "t"}}).json()["id"]
+
+        def both_streaming() -> bool:
+            ids = {e.data["promptId"] for e in log.events(run_id) if e.type == "prompt_chunk"}
+            return ids == {1, 2}
+
+        poll(both_streaming, timeout_s=30, what="both steps to stream")
+        cancelled = http.post(f"/v1/chains/runs/{run_id}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+        def steps_stopped() -> list[dict[str, Any]] | None:
+            steps = http.get(f"/v1/chains/runs/{run_id}").json()["steps"]
+            return steps if all(s["status"] in ("cancelled", "pending") for s in steps) else None
+
+        steps = poll(steps_stopped, timeout_s=15, what="the steps to stop")
+        types = log.types(run_id)
+    assert "prompt_chunk" not in types[types.index("cancelled"):]
+    for step in steps[:2]:
+        job = wait_status(http, step["job_id"])
+        assert job["status"] == "cancelled"
+    assert steps[2]["status"] == "pending"
+    assert http.post(f"/v1/chains/runs/{run_id}/cancel").status_code == 409
+
+
+def test_a_run_past_its_time_limit_fails_with_timeout(start_stack: Any) -> None:
+    stack = start_stack(env={"CHAIN_RUN_TIMEOUT_S": "2", "WORKER_CPU_PROCESSES": "0"})
+    with client(stack) as http:
+        chain = create_chain(http, [prompt("Slow", 1, "{{topic}}", model="dev/lorem",
+                                           max_tokens=400, dev_options={"token_delay_ms": 50})])
+        run_id, frames = stream_run(http, f"/v1/chains/{chain['id']}/run",
+                                    {"inputs": {"topic": "t"}})
+        assert frames[-1][1] == "execution_failed"
+        assert frames[-1][2]["error"]["code"] == "TIMEOUT"
+        assert frames[-1][2]["promptId"] == 1
+        job = wait_status(http, run_id)
+        assert job["status"] == "failed" and job["error"]["code"] == "TIMEOUT"
+        step = poll(lambda: (s := http.get(f"/v1/chains/runs/{run_id}").json()["steps"][0])
+                    and s["status"] == "cancelled" and s, what="the step to stop")
+        assert wait_status(http, step["job_id"])["status"] == "cancelled"
