@@ -46,6 +46,7 @@ from api.routes import documents as document_routes
 from api.routes import embeddings as embedding_routes
 from api.routes import keys as key_routes
 from api.routes import knowledge as knowledge_routes
+from api.routes import uploads as upload_routes
 from api.url_guard import UrlGuardMiddleware
 from pipelines.db.engine import async_engine
 from pipelines.events import AsyncEventLog, parse_message
@@ -105,7 +106,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *admin_models.routes, *messages.routes, *ws_chat.routes, *usage.routes,
               *auth_routes.routes, *key_routes.routes, *admin_users.routes,
               *admin_system.routes, *conversation_routes.routes, *compare_routes.routes,
-              *knowledge_routes.routes, *document_routes.routes, *embedding_routes.routes,
+              *knowledge_routes.routes, *document_routes.routes, *upload_routes.routes,
+              *embedding_routes.routes,
               *ask_routes.routes, *admin_jobs.routes, *chain_routes.routes]
     app = Starlette(
         # The dashboard page is not an API: it stays out of /openapi.json.

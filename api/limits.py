@@ -99,7 +99,8 @@ def route_group(method: str, path: str) -> str:
         return "chat"
     if path in ("/v1/knowledge/search", "/v1/knowledge/ask"):
         return "search"
-    if path.startswith("/v1/knowledge/") and path.endswith("/documents") and method == "POST":
+    if method == "POST" and (path == "/v1/uploads" or path.startswith("/v1/knowledge/") and (
+            path.endswith(("/documents", "/documents/confirm")))):
         return "upload"
     return "general"
 

@@ -185,7 +185,10 @@ class Settings(BaseSettings):
     # Direct uploads (POST /v1/uploads): how long an upload URL stays valid; an unconfirmed
     # upload is swept with its bytes after that. PUBLIC_BASE_URL is this API as clients
     # reach it (behind a load balancer), for Switchyard upload URLs; else the request's own.
-    upload_url_ttl_s: int = Field(default=900, ge=10, le=7 * 24 * 3600)
+    upload_url_ttl_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    # An S3 upload that began just before its URL expired may still be finishing: the
+    # sweeper leaves an expired upload this long before deleting it and its bytes.
+    upload_sweep_grace_s: float = Field(default=300.0, ge=0)
     public_base_url: str | None = None
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     # What one document may cost to ingest (pipelines/ingest/limits.py), each checked

@@ -1,8 +1,11 @@
-"""Re-sends jobs whose broker message was lost (e.g. Redis restarted without persistence).
+"""Re-sends jobs whose broker message was lost (e.g. Redis restarted without persistence),
+and deletes direct uploads that expired unconfirmed, with their bytes.
 
 Runs as a thread in every worker process; a Redis lock lets one of them sweep per interval.
 A job is re-sent only if no message for it is in Dramatiq's hashes (queued, delayed or in
-flight), so a long queue never causes a duplicate.
+flight), so a long queue never causes a duplicate. Expired uploads are claimed with
+`FOR UPDATE SKIP LOCKED`, so several sweepers never delete the same one twice; the rows and
+Postgres-stored bytes go in one statement, an external store's objects right after.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 import dramatiq
 from dramatiq import Message
 
+from pipelines.db import files as files_db
 from pipelines.db import jobs as jobs_db
 from schemas.jobs import JOB_ROUTES
 from schemas.settings import Settings
@@ -29,6 +33,7 @@ class Sweeper(dramatiq.Middleware):
     def __init__(self, settings: Settings) -> None:
         self.interval_s = settings.sweeper_interval_s
         self.stale_after_s = settings.sweeper_stale_after_s
+        self.upload_grace_s = settings.upload_sweep_grace_s
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -45,6 +50,12 @@ class Sweeper(dramatiq.Middleware):
                     log.warning("sweeper re-sent %d lost jobs", recovered)
             except Exception:
                 log.exception("sweeper pass failed")
+            try:
+                removed = sweep_uploads_once(self.upload_grace_s)
+                if removed:
+                    log.info("sweeper removed %d expired uploads", removed)
+            except Exception:
+                log.exception("upload sweep failed")
 
 
 def sweep_once(broker: dramatiq.Broker, lock_s: float, stale_after_s: float) -> int:
@@ -70,3 +81,14 @@ def sweep_once(broker: dramatiq.Broker, lock_s: float, stale_after_s: float) -> 
                                args=(str(row.id),), kwargs={}, options={}))
         recovered += 1
     return recovered
+
+
+def sweep_uploads_once(grace_s: float) -> int:
+    """Delete a batch of uploads expired for `grace_s`; returns how many."""
+    res = current()
+    with res.engine.begin() as conn:
+        expired = conn.execute(files_db.delete_expired_uploads(grace_s, _BATCH)).all()
+    staged = [row.file_key for row in expired if row.status != "confirmed"]
+    if staged:
+        res.file_store.discard(staged)
+    return len(expired)

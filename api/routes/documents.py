@@ -6,8 +6,8 @@ anything is stored if its type cannot be ingested (415). The file is stored in t
 own transaction, next to the document row (the default Postgres store writes its bytes on
 that connection, so both commit or neither does); if the same bytes are already in the
 base, the transaction rolls back, an externally stored copy is removed, and the answer is
-409 with the existing document. A direct upload (api/routes/uploads.py) ends in `confirm`
-here, which makes a document of the file already stored.
+409 with the existing document. A direct upload's file is already stored; its confirm
+(api/routes/uploads.py) writes the document row and job the same way.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ _FORM_OVERHEAD_BYTES = 1024 * 1024 + 64 * 1024
 _MAX_METADATA_BYTES = 1024 * 1024
 
 
-def _too_large(limit: int) -> ApiError:
+def too_large(limit: int) -> ApiError:
     return ApiError(413, "PAYLOAD_TOO_LARGE",
                     f"The file is larger than the upload limit of {limit} bytes.")
 
 
-async def _read_form(request: Request, limit: int) -> FormData:
+async def read_upload_form(request: Request, limit: int) -> FormData:
     """The multipart form, counting bytes as they arrive so an oversized upload stops early
     instead of being spooled to disk whole first."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -60,7 +60,7 @@ async def _read_form(request: Request, limit: int) -> FormData:
     ceiling = limit + _FORM_OVERHEAD_BYTES
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > ceiling:
-        raise _too_large(limit)
+        raise too_large(limit)
     received = 0
 
     async def receive() -> Message:
@@ -69,7 +69,7 @@ async def _read_form(request: Request, limit: int) -> FormData:
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > ceiling:
-                raise _too_large(limit)
+                raise too_large(limit)
         return message
 
     limited = Request(request.scope, receive)
@@ -98,7 +98,7 @@ def _metadata(form: FormData) -> dict[str, Any]:
     return value
 
 
-def _accepted(document: Any, job: Any) -> Response:
+def accepted(document: Any, job: Any) -> Response:
     body = DocumentAccepted(document=document_read(document), job=job_read(job))
     return json_response(body, status=202, headers={"Location": f"/v1/documents/{document.id}",
                                                     "X-Job-ID": str(job.id)})
@@ -113,14 +113,14 @@ async def upload_document(request: Request) -> Response:
     base_id = _base_id(request)
     await load_base(svc, who.owner_id, base_id, write=True)
     limit = svc.settings.max_upload_bytes
-    form = await _read_form(request, limit)
+    form = await read_upload_form(request, limit)
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile) or not upload.filename:
             raise ApiError(422, "VALIDATION_FAILED", "The form needs a `file` field with a file.",
                            param="file")
         if upload.size is not None and upload.size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         filename = upload.filename.replace("\x00", "")[:255]
         file_type = detect_file_type(filename, upload.content_type)
         if file_type is None:
@@ -137,7 +137,7 @@ async def upload_document(request: Request) -> Response:
             stored = await svc.file_store.save(conn, key, upload.file,
                                                content_type=upload.content_type)
             if stored.size_bytes > limit:  # a body without a declared length
-                raise _too_large(limit)
+                raise too_large(limit)
             created = await insert_document_row(
                 conn, document_id=document_id, base_id=base_id, owner_id=who.owner_id,
                 filename=filename, content_type=upload.content_type, file_type=file_type,
@@ -153,7 +153,7 @@ async def upload_document(request: Request) -> Response:
             raise
     finally:
         await form.close()
-    return _accepted(created, job)
+    return accepted(created, job)
 
 
 async def insert_document_row(conn: AsyncConnection, *, document_id: str, base_id: str,
@@ -225,7 +225,7 @@ async def reingest_document(request: Request) -> Response:
         on_submit=restart)
     if row.status == "processing" and row.job_id:
         await cancel_job(svc, str(row.job_id), who.owner_id, "superseded by a re-ingest")
-    return _accepted(restarted, job)
+    return accepted(restarted, job)
 
 
 @doc("Delete a document with its chunks and its file", status=204, tags=["knowledge"])

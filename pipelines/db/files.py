@@ -166,6 +166,6 @@ def delete_expired_uploads(grace_s: float, limit: int) -> ReturningDelete[Any]:
                .where(uploads.c.expires_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0,
                                                                               grace_s))
                .order_by(uploads.c.expires_at).limit(limit)
-               .with_for_update(skip_locked=True).scalar_subquery())
+               .with_for_update(skip_locked=True))
     return (delete(uploads).where(uploads.c.id.in_(expired))
             .returning(uploads.c.file_key, uploads.c.status))
