@@ -18,7 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.integration.accounts import RELAXED_LOGIN_ENV, User, create_key, new_user
 from tests.integration.conftest import Stack, _start_stack
-from tests.integration.jobclient import lorem_input
+from tests.integration.jobclient import lorem_input, poll
 from tests.integration.knowledge_files import create_base, ingest
 
 Probe = tuple[str, str]  # (method, path with `{id}`); method "WS" opens a WebSocket
@@ -92,6 +92,38 @@ def _document_state(http: httpx.Client, owner: User, document_id: str) -> Any:
     return body["status"], body["chunk_count"], body["job_id"]
 
 
+def _chain(http: httpx.Client, owner: User) -> str:
+    response = http.post("/v1/chains", headers=owner.headers, json={
+        "name": "tenancy", "input_fields": [{"name": "topic"}],
+        "prompts": [{"name": "A", "position": 1, "model": "dev/echo", "template": "{{topic}}"}]})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _chain_state(http: httpx.Client, owner: User, chain_id: str) -> Any:
+    body = http.get(f"/v1/chains/{chain_id}", headers=owner.headers).json()
+    runs = http.get(f"/v1/chains/{chain_id}/runs", headers=owner.headers).json()["data"]
+    return body["name"], body["version"], body["status"], len(runs)
+
+
+def _chain_run(http: httpx.Client, owner: User) -> str:
+    """A finished run, so its state cannot change while B probes it."""
+    chain_id = _chain(http, owner)
+    response = http.post(f"/v1/chains/{chain_id}/run", headers=owner.headers,
+                         json={"inputs": {"topic": "tenancy"}})
+    assert response.status_code == 202, response.text
+    run_id = str(response.json()["id"])
+    poll(lambda: http.get(f"/v1/chains/runs/{run_id}",
+                          headers=owner.headers).json()["status"] == "succeeded",
+         timeout_s=30, what="the run to finish")
+    return run_id
+
+
+def _chain_run_state(http: httpx.Client, owner: User, run_id: str) -> Any:
+    body = http.get(f"/v1/chains/runs/{run_id}", headers=owner.headers).json()
+    return body["status"], [(s["status"], s["output"], s["attempts"]) for s in body["steps"]]
+
+
 RESOURCES = [
     Resource("active job", _submit_slow_job, _job_state, _JOB_PROBES, "/v1/jobs"),
     Resource("cancelled job", _cancelled_job, _job_state, _JOB_PROBES, "/v1/jobs"),
@@ -103,6 +135,13 @@ RESOURCES = [
     Resource("document", _document, _document_state, [
         ("GET", "/v1/documents/{id}"), ("DELETE", "/v1/documents/{id}"),
         ("POST", "/v1/documents/{id}/reingest")]),
+    Resource("chain", _chain, _chain_state, [
+        ("GET", "/v1/chains/{id}"), ("PUT", "/v1/chains/{id}"), ("DELETE", "/v1/chains/{id}"),
+        ("POST", "/v1/chains/{id}/run"), ("GET", "/v1/chains/{id}/runs")], "/v1/chains"),
+    Resource("chain run", _chain_run, _chain_run_state, [
+        ("GET", "/v1/chains/runs/{id}"), ("POST", "/v1/chains/runs/{id}/resume"),
+        ("POST", "/v1/chains/runs/{id}/rerun"), ("POST", "/v1/chains/runs/{id}/cancel"),
+        ("GET", "/v1/chains/runs/{id}/events"), ("GET", "/v1/jobs/{id}")]),
 ]
 
 
