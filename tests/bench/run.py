@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tests.bench import auth_overhead, deployments, gateway, knowledge, spine
+from tests.bench import auth_overhead, chains, deployments, gateway, knowledge, spine
 from tests.bench.stack import bench_services, bench_stack
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="",
                         help="comma-separated: hop,throughput,stream,chat,gateway,auth,knowledge,"
-                        "deploy")
+                        "deploy,chains")
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--targets", default=",".join(gateway.TARGETS),
                         help="gateway: comma-separated targets to measure")
@@ -122,6 +122,11 @@ def main() -> None:
                                           requests=50 if args.quick else 200)
             rows += deploy_rows
             print_table(deploy_rows)
+        if not only or "chains" in only:
+            chain_rows = chains.run(db_url, redis_url, log_dir / "chains",
+                                    rounds=2 if args.quick else 5)
+            rows += chain_rows
+            print_table(chain_rows)
         if not only or "knowledge" in only:
             knowledge_rows = knowledge.ingestion_throughput(
                 db_url, pages=40 if args.quick else 200, md_mb=0.2 if args.quick else 1.0)
