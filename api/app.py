@@ -12,13 +12,14 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.auth import build_authenticator, verify_credential
 from api.context import Services
+from api.cors import cors_middleware
 from api.dashboard import routes as dashboard
 from api.enqueue import Enqueuer
 from api.errors import EXCEPTION_HANDLERS, ErrorBoundaryMiddleware
 from api.http_metrics import HttpMetricsMiddleware
 from api.hub import Hub
 from api.knowledge_access import build_embedders
-from api.limits import RateLimitMiddleware, build_limiter
+from api.limits import RateLimitMiddleware, build_limiter, refusal_headers
 from api.middleware import AuthMiddleware, BodyDeadlineMiddleware, RequestIdMiddleware
 from api.openapi import openapi_route
 from api.queue_gauges import QueueGauges
@@ -47,6 +48,7 @@ from api.routes import embeddings as embedding_routes
 from api.routes import keys as key_routes
 from api.routes import knowledge as knowledge_routes
 from api.routes import uploads as upload_routes
+from api.scopes import guard_routes
 from api.url_guard import UrlGuardMiddleware
 from pipelines.db.engine import async_engine
 from pipelines.events import AsyncEventLog, parse_message
@@ -109,6 +111,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *knowledge_routes.routes, *document_routes.routes, *upload_routes.routes,
               *embedding_routes.routes,
               *ask_routes.routes, *admin_jobs.routes, *chain_routes.routes]
+    # Key scopes (api/scopes.py): every /v1 route checks the one table before it runs.
+    guard_routes(routes)
     app = Starlette(
         # The dashboard page is not an API: it stays out of /openapi.json.
         routes=[*routes, openapi_route(routes), *dashboard.routes],
@@ -121,13 +125,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies),
             Middleware(BodyDeadlineMiddleware, timeout_s=settings.body_read_timeout_s),
             Middleware(RequestIdMiddleware),
+            # Answers preflights (no credentials) before authentication; outside the error
+            # boundary so a 500 or 503 is readable by the browser too.
+            *cors_middleware(settings),
             # Inside the request id, so its answers carry one; outside auth and rate limits,
             # which reach Redis and Postgres and so can fail with them.
             Middleware(ErrorBoundaryMiddleware),
             Middleware(UrlGuardMiddleware),
             Middleware(AuthMiddleware, verify=verify_credential,
                        public_paths=auth_routes.PUBLIC_PATHS,
-                       optional_paths=auth_routes.OPTIONAL_AUTH_PATHS),
+                       optional_paths=auth_routes.OPTIONAL_AUTH_PATHS,
+                       refusal_headers=refusal_headers),
             Middleware(RateLimitMiddleware),
         ],
     )

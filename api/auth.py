@@ -31,7 +31,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from api.context import Principal, principal
-from api.limits import client_address
+from api.limits import client_address, remember_auth_window
 from pipelines import accounts
 from pipelines.db import api_keys as keys_db
 from pipelines.db import sessions as sessions_db
@@ -136,9 +136,13 @@ class Authenticator:
             row = (await conn.execute(keys_db.usable_by_hash(digest))).first()
             if row is None:
                 return None
-            await conn.execute(keys_db.touch(str(row.id), _TOUCH_INTERVAL_S))
+            if row.is_active:
+                await conn.execute(keys_db.touch(str(row.id), _TOUCH_INTERVAL_S))
+        # A disabled owner's key is cached too (as inactive): re-enabling the account
+        # publishes a revocation notice like any change to the user, which drops it.
         found = Principal(id=str(row.user_id), role=row.role, key_id=str(row.id),
-                          scopes=tuple(row.scopes or ()), tier=row.tier)
+                          scopes=tuple(row.scopes or ()), tier=row.tier,
+                          active=bool(row.is_active))
         return found, (row.expires_at.timestamp() if row.expires_at else None)
 
     async def _lookup_session(self, token: str) -> tuple[Principal, float | None] | None:
@@ -229,8 +233,8 @@ async def verify_credential(credential: str, scope: Scope) -> Principal | None:
     limiter = services.limiter
     address = client_address(scope)
     if limiter is not None:
-        await limiter.check_auth_failures(address)
+        remember_auth_window(scope, await limiter.check_auth_failures(address))
     found = await auth.lookup(credential)
     if found is None and limiter is not None:
-        await limiter.auth_failed(address)
+        remember_auth_window(scope, await limiter.auth_failed(address))
     return found

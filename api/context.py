@@ -36,6 +36,8 @@ class Principal:
     tier: str = "default"
     # The `jti` of the session token used, so logout can revoke exactly that session.
     session_id: str | None = None
+    # False for a valid key of a deactivated account: answered 403 ACCOUNT_DISABLED.
+    active: bool = True
 
     @property
     def owner_id(self) -> str:

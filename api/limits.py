@@ -112,11 +112,18 @@ class Window:
     remaining: int
     reset_s: float
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """`X-RateLimit-Reset` is seconds until the window frees up, like `Retry-After`."""
+    @property
+    def used(self) -> int:
+        return self.limit - self.remaining
+
+    def headers(self, now: float | None = None) -> list[tuple[bytes, bytes]]:
+        """The seeds' four headers (STING, Stack 2.9): `X-RateLimit-Reset` is the epoch
+        second at which the window frees up; `Retry-After` carries the same as a delay."""
+        reset_at = math.ceil((time.time() if now is None else now) + self.reset_s)
         return [(b"x-ratelimit-limit", str(self.limit).encode()),
                 (b"x-ratelimit-remaining", str(self.remaining).encode()),
-                (b"x-ratelimit-reset", str(math.ceil(self.reset_s)).encode())]
+                (b"x-ratelimit-reset", str(reset_at).encode()),
+                (b"x-ratelimit-used", str(self.used).encode())]
 
     @property
     def retry_after_s(self) -> int:
@@ -223,15 +230,16 @@ class Limiter:
     async def login_failed(self, email: str, address: str) -> None:
         await self._guarded(self.login_failures_per_account, "login-failed", email, address)
 
-    async def check_auth_failures(self, address: str) -> None:
+    async def check_auth_failures(self, address: str) -> Window | None:
         """Before looking a credential up: refuses an address with too many failed ones."""
-        _refuse_if_spent(
-            await self._guarded(self.auth_failures_per_address, "auth-failed", address,
-                                dry_run=True),
-            "Too many invalid credentials from this address; try again later.")
+        window = await self._guarded(self.auth_failures_per_address, "auth-failed", address,
+                                     dry_run=True)
+        _refuse_if_spent(window, "Too many invalid credentials from this address; try "
+                                 "again later.")
+        return window
 
-    async def auth_failed(self, address: str) -> None:
-        await self._guarded(self.auth_failures_per_address, "auth-failed", address)
+    async def auth_failed(self, address: str) -> Window | None:
+        return await self._guarded(self.auth_failures_per_address, "auth-failed", address)
 
     async def check_token_budget(self, who: str) -> None:
         """Raises TokenBudgetExceeded when the key has spent today's token budget."""
@@ -243,9 +251,21 @@ class Limiter:
                 retry_after_s=budgets.seconds_to_midnight())
 
 
+class WindowSpent(RateLimited):
+    """A refusal by a counted window: the 429 carries that window's headers."""
+
+    def __init__(self, message: str, window: Window) -> None:
+        super().__init__(message, retry_after_s=window.retry_after_s)
+        self.window = window
+
+
 def _refuse_if_spent(window: Window | None, message: str) -> None:
     if window is not None and not window.allowed:
-        raise RateLimited(message, retry_after_s=window.retry_after_s)
+        allowance = _allowance.get()
+        if allowance is not None:
+            # The response's X-RateLimit-* headers describe the window that refused.
+            allowance.window = window
+        raise WindowSpent(message, window)
 
 
 @dataclass(slots=True)
@@ -287,6 +307,29 @@ async def spend_job_allowance(kind: str) -> None:
         await allowance.limiter.check_token_budget(allowance.identity)
 
 
+# Where authentication leaves the window it counted (invalid credentials per address), so
+# a 401 answered before RateLimitMiddleware runs still carries X-RateLimit-* headers.
+AUTH_WINDOW_STATE = "auth_rate_window"
+
+
+def remember_auth_window(scope: Scope, window: Window | None) -> None:
+    if window is not None:
+        scope.setdefault("state", {})[AUTH_WINDOW_STATE] = window
+
+
+async def refusal_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """X-RateLimit-* for an answer AuthMiddleware gives itself (401, 403): the window
+    authentication counted, else one request of the address's anonymous allowance for
+    the route's group (a round trip only on this refusal path)."""
+    window: Window | None = scope.get("state", {}).get(AUTH_WINDOW_STATE)
+    limiter: Limiter | None = scope["app"].state.services.limiter
+    if window is None and limiter is not None:
+        window = await limiter.hit(f"addr:{client_address(scope)}", limiter.anonymous_tier,
+                                   route_group(scope.get("method", "GET"),
+                                               scope.get("path", "")))
+    return window.headers() if window is not None else []
+
+
 def client_address(scope: Scope) -> str:
     """The client's address: the TCP peer, or what a trusted proxy said (api/app.py)."""
     client = scope.get("client")
@@ -318,8 +361,8 @@ class RateLimitMiddleware:
         window = await limiter.hit(identity, tier, group)
         refusal: RateLimited | None = None
         if window is not None and not window.allowed:
-            refusal = RateLimited("Rate limit exceeded; retry after the time in Retry-After.",
-                                  retry_after_s=window.retry_after_s)
+            refusal = WindowSpent("Rate limit exceeded; retry after the time in Retry-After.",
+                                  window)
         elif group == "chat" and who is not None and method in ("POST", "GET"):
             try:
                 await limiter.check_token_budget(who.limit_key)
@@ -350,6 +393,8 @@ async def refuse(scope: Scope, receive: Receive, send: Send, exc: RateLimited,
         await send({"type": "websocket.close", "code": 4429, "reason": exc.code})
         return
     retry_after = max(1, math.ceil(exc.retry_after_s))
+    if extra is None and isinstance(exc, WindowSpent):
+        extra = exc.window.headers()
     headers = {k.decode(): v.decode() for k, v in extra or []}
     headers["Retry-After"] = str(retry_after)
     response = error_response(scope.get("path", ""), 429, exc.code, exc.message,

@@ -55,6 +55,12 @@ class RequestIdMiddleware:
 
 
 Verifier = Callable[[str, Scope], Awaitable[Principal | None]]
+# X-RateLimit-* headers for an answer this middleware gives itself (api.limits).
+RefusalHeaders = Callable[[Scope], Awaitable[list[tuple[bytes, bytes]]]]
+
+
+async def _no_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    return []
 
 
 class AuthMiddleware:
@@ -65,16 +71,20 @@ class AuthMiddleware:
     lookup); the scope lets it reach the services the lifespan built. `public_paths` need
     no credential; on
     `optional_paths` a credential is checked when presented (e.g. register, which an admin
-    may call when open registration is off).
+    may call when open registration is off). A valid credential of a disabled account is
+    refused with 403 `ACCOUNT_DISABLED` (`account_disabled` on OpenAI routes, as Stack
+    2.9's clients expect), not 401: the key is right, the account is off.
     """
 
     def __init__(self, app: ASGIApp, verify: Verifier,
                  public_paths: frozenset[str] = frozenset(),
-                 optional_paths: frozenset[str] = frozenset()) -> None:
+                 optional_paths: frozenset[str] = frozenset(),
+                 refusal_headers: RefusalHeaders = _no_headers) -> None:
         self.app = app
         self.verify = verify
         self.public_paths = public_paths
         self.optional_paths = optional_paths
+        self.refusal_headers = refusal_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -92,23 +102,28 @@ class AuthMiddleware:
         except RateLimited as exc:
             await refuse(scope, receive, send, exc)
             return
-        if principal is None:
+        if principal is None or not principal.active:
             if scope["type"] == "websocket" and (
                 "websocket.http.response" not in scope.get("extensions", {})
             ):
                 # Without the denial-response extension the server can only say 403.
-                await send({"type": "websocket.close", "code": 4401,
-                            "reason": "authentication required"})
+                await send({"type": "websocket.close",
+                            "code": 4401 if principal is None else 4403,
+                            "reason": "authentication required" if principal is None
+                            else "account disabled"})
                 return
-            code, message = (
-                ("INVALID_CREDENTIALS", "The API key or session token is invalid.") if key
-                else ("AUTHENTICATION_REQUIRED",
-                      "An API key is required (Authorization: Bearer or X-API-Key).")
+            status, code, message = (
+                (403, "ACCOUNT_DISABLED", "This account has been disabled.") if principal
+                else (401, "INVALID_CREDENTIALS", "The API key or session token is invalid.")
+                if key else (401, "AUTHENTICATION_REQUIRED",
+                             "An API key is required (Authorization: Bearer or X-API-Key).")
             )
+            headers = {k.decode(): v.decode() for k, v in await self.refusal_headers(scope)}
+            if status == 401:
+                headers["WWW-Authenticate"] = "Bearer"
             state = scope.get("state", {})
-            response = error_response(path, 401, code, message,
-                                      request_id=state.get("request_id"),
-                                      headers={"WWW-Authenticate": "Bearer"})
+            response = error_response(path, status, code, message,
+                                      request_id=state.get("request_id"), headers=headers)
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal

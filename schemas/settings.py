@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Public development secrets: accepted only when SWITCHYARD_ENV=development.
@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     # Peers whose X-Forwarded-For names the client (IPs or CIDRs, comma-separated): the
     # fronting proxies. None by default, so the client is the TCP peer (api/app.py).
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # CORS (api/cors.py): origins allowed to call the API from a browser, comma-separated
+    # (none by default: no CORS headers at all). Credentialed requests only with listed
+    # origins: `*` together with CORS_ALLOW_CREDENTIALS is refused at start-up.
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+    cors_extra_headers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_max_age_s: int = Field(default=600, ge=0)
 
     # Rate limits (api/limits.py), shared by all replicas through Redis. A tier maps route
     # groups (auth, chat, search, upload, general) to `limits` strings; a group a tier
@@ -237,12 +244,20 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(default=4, ge=1)
     default_model: str | None = None
 
-    @field_validator("outbound_allowed_hosts", "trusted_proxies", mode="before")
+    @field_validator("outbound_allowed_hosts", "trusted_proxies", "cors_allowed_origins",
+                     "cors_extra_headers", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_allowed_origins:
+            raise ValueError("CORS_ALLOW_CREDENTIALS needs explicit CORS_ALLOWED_ORIGINS, "
+                             "not '*': any site could act as the signed-in user")
+        return self
 
     def require_real_secrets(self) -> None:
         """Refuse to run outside development with a missing, short or public secret.

@@ -13,8 +13,10 @@ from starlette.routing import Route
 from api.auth import authenticator, is_user
 from api.bodies import json_response as json
 from api.bodies import parse, path_id
-from api.context import principal, services
+from api.context import Principal, principal, services
+from api.errors import ApiError
 from api.openapi import doc
+from api.scopes import SCOPES, granted
 from pipelines import accounts
 from pipelines.db import api_keys as keys_db
 from pipelines.errors import ApiKeyNotFound, PermissionDenied
@@ -31,14 +33,34 @@ async def create_key(request: Request) -> Response:
         raise PermissionDenied("The bootstrap admin key cannot own API keys; create a user "
                                "(POST /v1/admin/users) and log in as them.")
     body = await parse(request, KeyCreate, _KEY_BODY_LIMIT)
+    scopes = narrowed_scopes(who, body.scopes)
     new = accounts.new_api_key()
     async with services(request).engine.begin() as conn:
         row = (await conn.execute(keys_db.insert_key(
             user_id=who.id, name=body.name, prefix=new.prefix, key_hash=new.key_hash,
-            scopes=body.scopes, expires_at=body.expires_at))).one()
+            scopes=scopes, expires_at=body.expires_at))).one()
     created = KeyCreated(key=new.key, **KeyRead.model_validate(row, from_attributes=True)
                          .model_dump())
     return json(created, status=201)
+
+
+def narrowed_scopes(who: Principal, wanted: list[str]) -> list[str]:
+    """The new key's scopes: known names only, and never wider than the creating key's
+    (a scoped key that asks for none gets its own scopes, not all of its owner's)."""
+    unknown = sorted(set(wanted) - set(SCOPES))
+    if unknown:
+        raise ApiError(422, "VALIDATION_FAILED",
+                       f"Unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}.",
+                       param="scopes")
+    if not who.scopes:
+        return list(dict.fromkeys(wanted))
+    if not wanted:
+        return list(who.scopes)
+    wider = sorted(set(wanted) - granted(who.scopes))
+    if wider:
+        raise PermissionDenied(f"A key cannot create a key with scopes it lacks: "
+                               f"{', '.join(wider)}.")
+    return list(dict.fromkeys(wanted))
 
 
 @doc("The caller's API keys, newest first (revoked ones show `revoked_at`)",

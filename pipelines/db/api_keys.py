@@ -24,14 +24,14 @@ def insert_key(*, user_id: str, name: str, prefix: str, key_hash: str, scopes: l
 
 
 def usable_by_hash(key_hash: str) -> Select:
-    """The key and its owner, if the key is unrevoked, unexpired and the owner active."""
+    """The key and its owner, if the key is unrevoked and unexpired; `is_active` says
+    whether the owner's account is enabled (a disabled one is refused with 403)."""
     return (
         select(api_keys.c.id, api_keys.c.scopes, api_keys.c.expires_at, api_keys.c.last_used_at,
-               users.c.id.label("user_id"), users.c.role, users.c.tier)
+               users.c.id.label("user_id"), users.c.role, users.c.tier, users.c.is_active)
         .join(users, users.c.id == api_keys.c.user_id)
         .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None),
-               or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > func.now()),
-               users.c.is_active.is_(True))
+               or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > func.now()))
     )
 
 

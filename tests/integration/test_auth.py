@@ -153,7 +153,10 @@ def test_a_deactivated_users_keys_and_sessions_stop_at_once(
     response = client.post(f"/v1/admin/users/{user.id}/deactivate",
                            headers=auth_stack.headers)
     assert response.status_code == 200 and response.json()["is_active"] is False
-    assert client.get("/v1/keys/validate", headers=user.headers).status_code == 401
+    # The key is right but the account is off: 403 account_disabled (Stack 2.9's code).
+    disabled = client.get("/v1/keys/validate", headers=user.headers)
+    assert disabled.status_code == 403
+    assert disabled.json()["error"]["code"] == "ACCOUNT_DISABLED"
     assert client.get("/v1/auth/session", headers=bearer(token)).status_code == 401
     relogin = client.post("/v1/auth/login", json={"email": user.email, "password": PASSWORD})
     assert relogin.status_code == 401

@@ -38,7 +38,11 @@ def test_a_fresh_window_reports_the_time_to_rollover_not_zero() -> None:
                             current_ttl_s=120)
     assert (window.allowed, window.remaining) == (True, 9)
     assert window.reset_s == pytest.approx(60)
-    assert dict(window.headers())[b"x-ratelimit-reset"] == b"60"
+    headers = dict(window.headers(now=1_700_000_000.5))
+    # Reset is an epoch second (the seeds' form), Used what the window has spent.
+    assert headers[b"x-ratelimit-reset"] == b"1700000061"
+    assert headers[b"x-ratelimit-used"] == b"1"
+    assert headers[b"x-ratelimit-remaining"] == b"9"
 
 
 def test_the_previous_window_counts_by_its_remaining_weight() -> None:
