@@ -48,6 +48,9 @@ class EndpointTarget(BaseModel):
     base_url: str = Field(min_length=1, max_length=2000,
                           description="Its OpenAI base URL, e.g. http://host:8000/v1")
     api_key: str | None = Field(default=None, max_length=4000, description="Write-only.")
+    keep_alive: str | int | None = Field(
+        default=None, description="An Ollama server: starting (load) warms the model with "
+        "this keep_alive (e.g. '30m', -1) and stopping (unload) evicts it (keep_alive 0).")
 
 
 class ProcessTarget(BaseModel):

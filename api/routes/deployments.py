@@ -39,6 +39,7 @@ from schemas.deployments import (
     FailureRead,
     HealthRead,
 )
+from schemas.jobs import Event
 
 _TAGS = ["deployments"]
 _MAX_LOG_LINES = 1000
@@ -201,6 +202,17 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+class _ChangeSseWriter(EventSseWriter):
+    """A change as `id:`, `event: deployment.state` and the change itself as data (the
+    log's job-shaped envelope — `job_id`, `seq` — means nothing here)."""
+
+    def event(self, event: Event) -> bytes:
+        return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+            event.id.encode(), event.type.encode(), orjson.dumps(event.data))
+
+    terminal = event
+
+
 @doc("Every deployment's state changes (SSE, resumable with Last-Event-ID)", tags=_TAGS)
 async def deployment_events(request: Request) -> Response:
     svc = _admin(request)
@@ -208,7 +220,7 @@ async def deployment_events(request: Request) -> Response:
     stream = await JobStream.resume(svc.hub, svc.events, DEPLOYMENTS_LOG, after=last_id,
                                     keepalive_s=svc.settings.sse_keepalive_s,
                                     lifetime_s=svc.settings.max_sse_lifetime_s)
-    return StreamResponse(stream, EventSseWriter(), {})
+    return StreamResponse(stream, _ChangeSseWriter(), {})
 
 
 # STING's load/unload, Staque IO's resources and pricing.

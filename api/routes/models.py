@@ -51,16 +51,19 @@ async def get_one(request: Request) -> Response:
     async with svc.autocommit.connect() as conn:
         stats = (await conn.execute(deployments_db.model_stats(model.id))).one()
     seconds = float(stats.duration_ms or 0) / 1000
+    # Both at the top (the fields) and under `performance` (STING's shape).
+    performance = {
+        "avg_response_time": (round(float(stats.avg_duration_ms) / 1000, 4)
+                              if stats.avg_duration_ms is not None else None),
+        "tokens_per_second": (round(int(stats.completion_tokens or 0) / seconds, 2)
+                              if seconds > 0 else None),
+    }
     body = {
         **_object(model),
         "inference_count": int(stats.inference_count),
         "last_used": stats.last_used.isoformat() if stats.last_used else None,
-        "performance": {
-            "avg_response_time": (round(float(stats.avg_duration_ms) / 1000, 4)
-                                  if stats.avg_duration_ms is not None else None),
-            "tokens_per_second": (round(int(stats.completion_tokens or 0) / seconds, 2)
-                                  if seconds > 0 else None),
-        },
+        **performance,
+        "performance": performance,
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

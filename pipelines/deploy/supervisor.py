@@ -386,10 +386,30 @@ class Supervisor:
                                   f"({result.reason})")
             await asyncio.sleep(min(0.5, self.config.health_interval_s))
         self._check_served(row, result.body)
+        if row.target.get("keep_alive") is not None:
+            warmed = await self._keep_alive(row, row.target["keep_alive"])
+            if warmed is not None:
+                raise StartFailed(f"the model could not be loaded: {warmed}")
         await self._register(row, base_url, row.target.get("api_key"))
         await move(self.engine, self.events, deployment_id, "running", ("starting",),
                    supervisor=self.name, state_message="healthy",
                    started_at=datetime.now(UTC), consecutive_failures=0)
+
+    async def _keep_alive(self, row: Any, keep_alive: str | int) -> str | None:
+        """Ollama's load (`keep_alive` > 0 or -1) or evict (0): a generate request without a
+        prompt (its native API, beside the OpenAI one). None on success, else why not."""
+        base_url, headers = self._endpoint(row)
+        root = base_url.removesuffix("/v1")
+        try:
+            response = await self._http.post(
+                f"{root}/api/generate", headers=headers,
+                json={"model": row.upstream_model, "keep_alive": keep_alive},
+                timeout=max(self.config.start_timeout_s, self.config.health_timeout_s))
+        except httpx.HTTPError as exc:
+            return f"{root}/api/generate failed: {type(exc).__name__}"
+        if not 200 <= response.status_code < 300:
+            return f"{root}/api/generate answered {response.status_code}"
+        return None
 
     async def _register(self, row: Any, base_url: str, sealed_key: str | None) -> None:
         async with self.engine.begin() as conn:
@@ -446,6 +466,11 @@ class Supervisor:
             code = await proc.stop(self.config.stop_grace_s)
             await self._copy_logs(deployment_id, proc)
             log.info("deployment %s stopped (exit code %s)", deployment_id, code)
+        elif row.target_type == "endpoint" and row.target.get("keep_alive") is not None:
+            failed = await self._keep_alive(row, 0)
+            if failed is not None:
+                log.warning("deployment %s: evicting its model failed: %s", deployment_id,
+                            failed)
         await move(self.engine, self.events, deployment_id, "stopped", ("stopping",),
                    supervisor=self.name, pid=None, started_at=None, state_message="stopped")
 

@@ -165,6 +165,8 @@ class FakeUpstream:
             Route(path, answer, methods=["POST"]),
             Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
+            # Ollama's native load/evict (`keep_alive`), beside its OpenAI-compatible API.
+            Route("/api/generate", self._ollama_generate, methods=["POST"]),
             Route("/_fake/behaviour", self._set_behaviour, methods=["PUT"]),
             Route("/_fake/requests", self._requests, methods=["GET", "DELETE"]),
         ]
@@ -342,6 +344,13 @@ class FakeUpstream:
             for m in self.behaviour.models
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    async def _ollama_generate(self, request: Request) -> Response:
+        record, _ = await self._record(request)
+        body = record.body or {}
+        unloading = body.get("keep_alive") in (0, "0", "0s")
+        return JSONResponse({"model": body.get("model"), "response": "", "done": True,
+                             "done_reason": "unload" if unloading else "load"})
 
     async def _set_behaviour(self, request: Request) -> Response:
         self.reset(**(await request.json()))

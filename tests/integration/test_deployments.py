@@ -21,6 +21,7 @@ from httpx_sse import connect_sse
 from websockets.sync.client import connect as ws_connect
 
 from api.devservices import free_port, spawn, stop_process
+from tests.fakes.upstream import FakeUpstream
 from tests.integration.accounts import new_user
 from tests.integration.conftest import PROJECT_DIR, Stack, StartStack
 from tests.integration.jobclient import client, poll, wait_status
@@ -36,9 +37,24 @@ SERVER = [sys.executable, "-m", "api.cli", "model-server", "--host", "{host}",
           "--port", "{port}"]
 
 
+def _forget_deployments(database_url: str) -> None:
+    """Every stack of the run shares the database, and a stack's supervisors run whatever
+    deployment is wanted: each test starts and ends with none."""
+    import psycopg
+
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as db:
+        db.execute("DELETE FROM deployments")
+        db.execute("DELETE FROM models WHERE source = 'deployment'")
+
+
 @pytest.fixture
-def fast(start_stack: StartStack) -> Stack:
-    return start_stack(worker_processes=2, env=FAST)
+def fast(start_stack: StartStack, database_url: str) -> Iterator[Stack]:
+    _forget_deployments(database_url)
+    # A 2-core machine shared with other suites: worker start-up can take a while.
+    stack = start_stack(worker_processes=2, env=FAST, ready_timeout_s=180)
+    yield stack
+    stack.stop()
+    _forget_deployments(database_url)
 
 
 def deploy(http: httpx.Client, *, model: str | None = None, **body: Any) -> dict[str, Any]:
@@ -120,6 +136,9 @@ def test_a_process_deployment_runs_serves_chat_restarts_after_a_crash_and_stops(
         assert running["restart_count"] == 0 and running["health"]["last_check_at"]
         assert model_entry(http, dep["model"])["status"] == "loaded"  # type: ignore[index]
         assert chat(fast, dep["model"], "through the deployment") == "through the deployment"
+        stats = http.get(f"/v1/models/{dep['model']}").json()
+        assert stats["inference_count"] == 1 and stats["last_used"]
+        assert stats["avg_response_time"] > 0 and stats["status"] == "loaded"
 
         first_pid = running["pid"]
         os.kill(first_pid, signal.SIGKILL)
@@ -159,10 +178,7 @@ def test_killing_the_supervising_worker_gets_the_deployment_adopted_by_another(
     with client(fast) as http:
         dep = deploy(http)["deployment"]
         running = wait_state(http, dep["id"], "running")
-        supervisor_pid = int(running["host"] and http.get(
-            f"/v1/deployments/{dep['id']}").json()["state_message"] and
-            _supervisor_pid(fast, dep["id"]))
-        os.kill(supervisor_pid, signal.SIGKILL)
+        os.kill(_supervisor_pid(fast, dep["id"]), signal.SIGKILL)
         adopted = poll(lambda: (d := http.get(f"/v1/deployments/{dep['id']}").json())
                        ["state"] == "running" and d["pid"] != running["pid"] and d, 40,
                        interval_s=0.1)
@@ -234,6 +250,26 @@ def test_an_endpoint_deployment_goes_unhealthy_when_its_server_dies_and_recovers
             model=dep["model"], max_tokens=2,
             messages=[{"role": "user", "content": "x"}]).choices[0].message.content == \
             "lorem ipsum"
+
+
+def test_an_ollama_endpoint_is_warmed_on_load_and_evicted_on_unload(fast: Stack) -> None:
+    with FakeUpstream("openai", models=["llama3"]) as ollama, client(fast) as http:
+        made = http.post("/v1/deployments", json={
+            "name": "ollama", "model": f"ollama/{uuid.uuid4().hex[:8]}",
+            "upstream_model": "llama3", "start": False,
+            "target": {"type": "endpoint", "base_url": ollama.base_url, "keep_alive": "30m"}})
+        assert made.status_code == 201, made.text
+        model = made.json()["model"]
+        loaded = http.post(f"/v1/models/{model}/load")
+        assert loaded.status_code == 202, loaded.text
+        assert wait_status(http, loaded.json()["job"]["id"], timeout_s=30)["status"] == \
+            "succeeded"
+        unloaded = http.post(f"/v1/models/{model}/unload")
+        assert wait_status(http, unloaded.json()["job"]["id"], timeout_s=30)["status"] == \
+            "succeeded"
+        generates = [r.body for r in ollama.requests if r.path == "/api/generate"]
+        assert generates == [{"model": "llama3", "keep_alive": "30m"},
+                             {"model": "llama3", "keep_alive": 0}]
 
 
 def test_load_and_unload_respect_max_loaded(fast: Stack) -> None:
