@@ -58,13 +58,8 @@ class Children(Generic[_Metric]):
 
 
 # --- HTTP (API) ---------------------------------------------------------------------------
-HTTP_REQUESTS = Counter("switchyard_http_requests_total",
-                        "HTTP requests answered, by route template, method and status.",
-                        ["route", "method", "status"])
-HTTP_DURATION = Histogram("switchyard_http_request_duration_seconds",
-                          "Time from request to the end of the response (a stream's whole "
-                          "life), by route template and method.",
-                          ["route", "method"], buckets=LATENCY_BUCKETS_S)
+# switchyard_http_requests_total and switchyard_http_request_duration_seconds are kept by
+# api/http_metrics.py (plain counters read at scrape time: the hottest path of all).
 STREAMS_OPEN = Gauge("switchyard_streams_open",
                      "SSE and WebSocket streams open now, by transport.",
                      ["transport"], multiprocess_mode="livesum")
@@ -134,8 +129,6 @@ INGEST_STAGE = Histogram("switchyard_ingest_stage_seconds",
                          "Time per ingestion stage (partition, chunk, embed, write).",
                          ["stage"], buckets=RUN_BUCKETS_S)
 
-http_requests = Children(HTTP_REQUESTS)
-http_duration = Children(HTTP_DURATION)
 streams_open = Children(STREAMS_OPEN)
 rate_limit_rejections = Children(RATE_LIMIT_REJECTIONS)
 jobs_enqueued = Children(JOBS_ENQUEUED)
