@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from dramatiq.brokers.redis import RedisBroker
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -14,7 +13,7 @@ from api.auth import build_authenticator, verify_credential
 from api.context import Services
 from api.cors import cors_middleware
 from api.dashboard import routes as dashboard
-from api.enqueue import Enqueuer
+from api.enqueue_amqp import build_enqueuer
 from api.errors import EXCEPTION_HANDLERS, ErrorBoundaryMiddleware
 from api.http_metrics import HttpMetricsMiddleware
 from api.hub import Hub
@@ -73,18 +72,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         auth = build_authenticator(settings, engine, redis, keys)
         hub.watch(auth.revocation_channel, auth.forget)
         await hub.start()
-        # Used only to enqueue; no worker middleware, so it never consumes.
-        broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq_namespace,
-                             middleware=[])
         events = AsyncEventLog(redis, keys, maxlen=settings.event_stream_maxlen,
                                ttl_s=settings.event_stream_ttl_s,
                                max_event_bytes=settings.max_event_bytes,
                                max_stream_bytes=settings.event_stream_max_bytes)
+        broker, enqueuer = build_enqueuer(settings, redis, keys, events)
         app.state.services = Services(
             settings=settings, engine=engine, redis=redis,
             autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
             events=events, hub=hub, broker=broker,
-            enqueuer=Enqueuer(broker, redis, keys, events), keys=keys,
+            enqueuer=enqueuer, keys=keys,
             models=await start_model_registry(settings, engine),
             auth=auth,
             limiter=build_limiter(settings, redis, keys),

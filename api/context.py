@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq import Broker
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
 from api.enqueue import Enqueuer
+from api.enqueue_amqp import AmqpEnqueuer
 from api.hub import Hub
 from pipelines.embedders.registry import Embedders
 from pipelines.events import AsyncEventLog
@@ -66,8 +67,9 @@ class Services:
     redis: Redis
     events: AsyncEventLog
     hub: Hub
-    broker: RedisBroker
-    enqueuer: Enqueuer
+    # Redis, or RabbitMQ with BROKER_URL=amqp://... (api/enqueue_amqp.py).
+    broker: Broker
+    enqueuer: Enqueuer | AmqpEnqueuer
     keys: Keys
     models: AsyncModelRegistry
     auth: Authenticator

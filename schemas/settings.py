@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # streams), up to STREAM_FLUSH_MAX_MS: fewer, larger events instead of a queue.
     stream_flush_ms: float = Field(default=10.0, ge=0)
     stream_flush_max_ms: float = Field(default=100.0, ge=0)
+    # Dramatiq's broker: unset, Redis at REDIS_URL (with the wake-up consumer and the
+    # one-round-trip enqueue); amqp://user:pass@host:5672/vhost, RabbitMQ. Events, cancel
+    # flags, rate limits and worker presence stay on Redis either way.
+    broker_url: str | None = None
     worker_heartbeat_interval_s: float = 5.0
     worker_presence_ttl_s: float = 20.0
     broker_heartbeat_timeout_ms: int = 60_000
@@ -258,6 +262,11 @@ class Settings(BaseSettings):
             raise ValueError("CORS_ALLOW_CREDENTIALS needs explicit CORS_ALLOWED_ORIGINS, "
                              "not '*': any site could act as the signed-in user")
         return self
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        """BROKER_URL names RabbitMQ (amqp:// or amqps://)."""
+        return (self.broker_url or "").lower().startswith(("amqp://", "amqps://"))
 
     def require_real_secrets(self) -> None:
         """Refuse to run outside development with a missing, short or public secret.

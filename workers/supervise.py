@@ -31,9 +31,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 import redis
 
@@ -87,10 +88,24 @@ class Child:
         return queues_in(self.group)
 
 
+class Releaser(Protocol):
+    """Hands a dead worker process's unacked messages back (workers/consumer.py)."""
+
+    def release(self, dead_broker_id: str, queue_names: Iterable[str]) -> None: ...
+
+
+class RabbitmqReleases:
+    """RabbitMQ requeues a consumer's unacked messages itself when its connection closes,
+    which the kernel does when the process dies: nothing to hand back."""
+
+    def release(self, dead_broker_id: str, queue_names: Iterable[str]) -> None:
+        return None
+
+
 @dataclass
 class Supervisor:
     children: list[Child]
-    broker: WakeableRedisBroker
+    broker: Releaser
     clock: Callable[[], float] = time.monotonic
     exit_code: int = EXIT_OK
     _stop_requests: int = 0
@@ -235,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for _ in range(processes)]
     if not children:
         parser.error("no worker processes to run")
-    broker = WakeableRedisBroker(
+    broker: Releaser = RabbitmqReleases() if settings.uses_rabbitmq else WakeableRedisBroker(
         keys=Keys(settings.switchyard_namespace), url=settings.redis_url,
         heartbeat_timeout=settings.broker_heartbeat_timeout_ms, middleware=[])
     metrics = WorkerMetrics(port=settings.worker_metrics_port,

@@ -2,8 +2,9 @@
 and deletes direct uploads that expired unconfirmed, with their bytes.
 
 Runs as a thread in every worker process; a Redis lock lets one of them sweep per interval.
-A job is re-sent only if no message for it is in Dramatiq's hashes (queued, delayed or in
-flight), so a long queue never causes a duplicate. Expired uploads are claimed with
+With Redis, a job is re-sent only if no message for it is in Dramatiq's hashes (queued,
+delayed or in flight), so a long queue never causes a duplicate; with RabbitMQ, only once
+its queue has drained (see `sweep_once`). Expired uploads are claimed with
 `FOR UPDATE SKIP LOCKED`, so several sweepers never delete the same one twice; the rows and
 Postgres-stored bytes go in one statement, an external store's objects right after.
 """
@@ -17,6 +18,7 @@ import threading
 
 import dramatiq
 from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from pipelines.db import files as files_db
 from pipelines.db import jobs as jobs_db
@@ -66,16 +68,37 @@ def sweep_once(broker: dramatiq.Broker, lock_s: float, stale_after_s: float) -> 
         stale = conn.execute(jobs_db.claim_stale(stale_after_s, _BATCH)).all()
     if not stale:
         return 0
+    queues = {JOB_ROUTES[row.kind].queue_name for row in stale if row.kind in JOB_ROUTES}
     in_broker: set[str] = set()
-    for queue in {JOB_ROUTES[row.kind].queue_name for row in stale if row.kind in JOB_ROUTES}:
-        for name in (queue, f"{queue}.DQ"):
-            for raw in res.redis.hvals(res.keys.dramatiq_messages(name)):
-                args = json.loads(raw).get("args") or [None]
-                in_broker.add(str(args[0]))
+    busy_queues: set[str] = set()
+    rabbitmq = False
+    if isinstance(broker, RabbitmqBroker):
+        rabbitmq = True
+        # RabbitMQ cannot list a queue's messages. A running job's message is unacked in
+        # its worker and comes back if that worker dies, so only `queued` jobs are re-sent,
+        # and only once their queue has drained (nothing ready or delayed): a backlog is
+        # never doubled. A message still prefetched by a busy worker may then run twice;
+        # the second delivery is a retry (a `retry` event, a fresh attempt), and the job
+        # still ends once.
+        for queue in queues:
+            try:
+                ready, delayed, _ = broker.get_queue_message_counts(queue)
+            except Exception:  # never declared: nothing in it
+                del broker.connection
+                continue
+            if ready or delayed:
+                busy_queues.add(queue)
+    else:
+        for queue in queues:
+            for name in (queue, f"{queue}.DQ"):
+                for raw in res.redis.hvals(res.keys.dramatiq_messages(name)):
+                    args = json.loads(raw).get("args") or [None]
+                    in_broker.add(str(args[0]))
     recovered = 0
     for row in stale:
         route = JOB_ROUTES.get(row.kind)
-        if route is None or str(row.id) in in_broker:
+        if route is None or str(row.id) in in_broker or route.queue_name in busy_queues or (
+                rabbitmq and row.status != "queued"):
             continue
         broker.enqueue(Message(queue_name=route.queue_name, actor_name=route.actor_name,
                                args=(str(row.id),), kwargs={}, options={}))

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from api.auth import require_admin
 from api.bodies import json_response as json
 from api.context import services
+from api.enqueue_amqp import AmqpEnqueuer
 from api.openapi import doc
 from api.routes.usage import token_usage_report
 from pipelines.db import usage as usage_db
@@ -51,14 +52,19 @@ async def system_status(request: Request) -> Response:
     require_admin(request)
     svc = services(request)
     keys, redis = svc.keys, svc.redis
-    pipe = redis.pipeline(transaction=False)
-    for queue in _QUEUES:
-        pipe.llen(keys.dramatiq_queue(queue))
-        pipe.llen(keys.dramatiq_queue(f"{queue}.DQ"))  # Dramatiq's delay queue
-        pipe.hlen(keys.dramatiq_messages(queue))
-    counts = await pipe.execute()
-    queues = [QueueStatus(name=q, queued=counts[3 * i], delayed=counts[3 * i + 1],
-                          messages=counts[3 * i + 2]) for i, q in enumerate(_QUEUES)]
+    if isinstance(svc.enqueuer, AmqpEnqueuer):  # RabbitMQ counts ready and delayed only
+        rabbit = await svc.enqueuer.queue_counts(list(_QUEUES))
+        queues = [QueueStatus(name=q, queued=ready, delayed=delayed, messages=ready + delayed)
+                  for q, (ready, delayed, _) in zip(_QUEUES, rabbit, strict=True)]
+    else:
+        pipe = redis.pipeline(transaction=False)
+        for queue in _QUEUES:
+            pipe.llen(keys.dramatiq_queue(queue))
+            pipe.llen(keys.dramatiq_queue(f"{queue}.DQ"))  # Dramatiq's delay queue
+            pipe.hlen(keys.dramatiq_messages(queue))
+        counts = await pipe.execute()
+        queues = [QueueStatus(name=q, queued=counts[3 * i], delayed=counts[3 * i + 1],
+                              messages=counts[3 * i + 2]) for i, q in enumerate(_QUEUES)]
     now_ms = time.time() * 1000
     cutoff_ms = now_ms - svc.settings.worker_presence_ttl_s * 1000
     raw: list[tuple[bytes, float]] = await redis.zrangebyscore(  # type: ignore[assignment]

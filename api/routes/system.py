@@ -22,6 +22,7 @@ from starlette.routing import Route
 from api.auth import require_admin
 from api.bodies import json_response as json
 from api.context import Services, services
+from api.enqueue_amqp import AmqpEnqueuer
 from api.http_metrics import exposition
 from api.openapi import doc
 from api.request_totals import REQUEST_TOTALS, RequestTotals
@@ -64,6 +65,8 @@ async def _probe_all(svc: Services) -> dict[str, bool]:
 
     probes: dict[str, Callable[[], Awaitable[bool]]] = {
         "postgres": postgres, "redis": redis, "workers": workers}
+    if isinstance(svc.enqueuer, AmqpEnqueuer):  # BROKER_URL=amqp://...: RabbitMQ too
+        probes["broker"] = svc.enqueuer.ping
 
     async def run(probe: Callable[[], Awaitable[bool]]) -> bool:
         try:
