@@ -210,12 +210,14 @@ class StepOutcome:
 
 async def settle_step(db: AsyncEngine, run_id: str, events: AsyncEventLog, step: Any,
                       job_id: str, job_attempt: int, outcome: StepOutcome, *,
+                      definition: Mapping[str, Any],
                       record_job: Callable[[AsyncConnection], Awaitable[Any]],
                       owner_id: str, key_id: str | None, cancel_ttl_s: int,
                       max_result_bytes: int, send: SendSteps,
                       on_run_end: RunEnded) -> Any:
     """Record a step's end and move the run on, in one transaction under the run's lock.
 
+    `definition` is the run's version (the step read it when it started).
     `record_job(conn)` ends the step's own job (with its usage record) and returns its row,
     or None when this attempt no longer owns the job: then nothing is recorded at all.
     Returns that row (None: this attempt was stale).
@@ -257,7 +259,6 @@ async def settle_step(db: AsyncEngine, run_id: str, events: AsyncEventLog, step:
                                                   "metadata": step_metadata(mine)})
             at_position = [s for s in steps if s.position == step.position]
             if all(s.status in chains_db.DONE for s in at_position):
-                definition = await definition_of(conn, str(run.chain_id), run.version)
                 next_jobs = await dispatch_next(conn, run, definition, steps,
                                                 owner_id=owner_id, key_id=key_id)
                 if next_jobs is None:

@@ -25,7 +25,6 @@ from pipelines.chain_templates import render
 from pipelines.chains import (
     RunHandle,
     StepOutcome,
-    definition_of,
     expire_run,
     prompts_by_id,
     settle_step,
@@ -91,20 +90,19 @@ async def run_chain_step(job: Job, spec: ChainStepJob) -> dict[str, Any]:
     log. Safe to re-run: the step's end is recorded by the attempt that owns it, once."""
     res = job.resources
     async with res.aautocommit.connect() as conn:
-        run = (await conn.execute(chains_db.run_of(spec.run_id))).first()
-        step = (await conn.execute(chains_db.get_step(spec.step_id, spec.run_id))).first()
-        if run is None or step is None or run.owner_id != job.owner_id:
+        step = (await conn.execute(chains_db.step_with_run(spec.step_id, spec.run_id))).first()
+        if step is None or step.owner_id != job.owner_id:
             raise InvalidInput("This step belongs to no run of its owner.")
         claimed = None
-        if str(step.job_id) == job.job_id and run.status == "running":
+        if str(step.job_id) == job.job_id and step.run_status == "running":
             claimed = (await conn.execute(chains_db.start_step(
                 spec.step_id, job.job_id, job.attempt))).first()
-        definition = await definition_of(conn, str(run.chain_id), run.version)
     if claimed is None:
         await stop_step(res.aengine, res.aevents, spec.step_id, job.job_id)
         raise JobCancelled("The chain run ended.")
+    definition = dict(step.definition)
     prompt = prompts_by_id(definition)[step.prompt_id]
-    run_handle = RunHandle(spec.run_id, res.aevents, run.attempts)
+    run_handle = RunHandle(spec.run_id, res.aevents, step.run_attempts)
     attempt_no = int(claimed.attempts)
     error: dict[str, Any] = {}
     outcome: StepOutcome | None = None
@@ -147,7 +145,7 @@ async def run_chain_step(job: Job, spec: ChainStepJob) -> dict[str, Any]:
                               output=prompt.get("default_output", "") if continues else None,
                               error=error or {"code": "PROCESSING_ERROR",
                                               "message": "The step did not run."})
-    job.finish = _finisher(job, step, outcome)
+    job.finish = _finisher(job, step, definition, outcome)
     return {"status": outcome.status, "output": outcome.output, "error": outcome.error}
 
 
@@ -237,7 +235,7 @@ async def _retrieve(res: Resources, owner_id: str, prompt: dict[str, Any],
     return context, sources
 
 
-def _finisher(job: Job, step: Any, outcome: StepOutcome) -> Any:
+def _finisher(job: Job, step: Any, definition: dict[str, Any], outcome: StepOutcome) -> Any:
     """The step job's end, written with the step's record and the run's move (one
     transaction); a failed step job publishes its own `failed` here."""
     res = job.resources
@@ -261,7 +259,7 @@ def _finisher(job: Job, step: Any, outcome: StepOutcome) -> Any:
     async def finish(_conn: AsyncConnection, _result: Any) -> Any:
         done = await settle_step(
             res.aengine, str(step.run_id), res.aevents, step, job.job_id, job.attempt, outcome,
-            record_job=record, owner_id=job.owner_id, key_id=job.key_id,
+            definition=definition, record_job=record, owner_id=job.owner_id, key_id=job.key_id,
             cancel_ttl_s=res.settings.event_stream_ttl_s,
             max_result_bytes=res.settings.max_result_bytes, send=_send_steps,
             on_run_end=_run_ended)

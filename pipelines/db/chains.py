@@ -206,12 +206,6 @@ def get_run(run_id: str, owner_id: str) -> Select:
             .where(chain_runs.c.id == run_id, chain_runs.c.owner_id == owner_id))
 
 
-def run_of(run_id: str) -> Select:
-    """The run with its job's status, whoever owns it (workers check the owner)."""
-    return (select(*_RUN_COLUMNS).select_from(chain_runs.join(jobs, jobs.c.id == chain_runs.c.id))
-            .where(chain_runs.c.id == run_id))
-
-
 def lock_run(run_id: str) -> Select:
     """The run with its job row locked: step completions, failures, the timeout and a
     cancel (an UPDATE of that row) take their turns, one at a time."""
@@ -239,6 +233,21 @@ def list_runs(chain_id: str, owner_id: str, *, limit: int, status: str | None,
 def steps_of(run_id: str) -> Select:
     return (select(chain_run_steps).where(chain_run_steps.c.run_id == run_id)
             .order_by(chain_run_steps.c.position, chain_run_steps.c.prompt_id))
+
+
+def step_with_run(step_id: str, run_id: str) -> Select:
+    """What a step job reads when it starts, in one round trip: its step row, its run's
+    owner, status and attempt, and the definition of the version the run runs."""
+    return (select(chain_run_steps, chain_runs.c.owner_id, chain_runs.c.chain_id,
+                   chain_runs.c.version, jobs.c.status.label("run_status"),
+                   jobs.c.attempts.label("run_attempts"), chain_versions.c.definition)
+            .select_from(chain_run_steps
+                         .join(chain_runs, chain_runs.c.id == chain_run_steps.c.run_id)
+                         .join(jobs, jobs.c.id == chain_runs.c.id)
+                         .join(chain_versions, and_(
+                             chain_versions.c.chain_id == chain_runs.c.chain_id,
+                             chain_versions.c.version == chain_runs.c.version)))
+            .where(chain_run_steps.c.id == step_id, chain_run_steps.c.run_id == run_id))
 
 
 def get_step(step_id: str, run_id: str) -> Select:

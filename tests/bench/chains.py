@@ -46,6 +46,8 @@ def _run(http: httpx.Client, chain_id: str) -> tuple[float, list[dict[str, Any]]
                      timeout=httpx.Timeout(120.0)) as source:
         source.response.raise_for_status()
         for sse in source.iter_sse():
+            if not sse.data:  # keep-alive
+                continue
             data = sse.json()
             if data["type"] == "prompt_complete":
                 completes.append(data)

@@ -20,6 +20,7 @@ from httpx_sse import connect_sse
 from pipelines.events import stream_id_key
 from tests.integration.conftest import Stack, _start_stack
 from tests.integration.jobclient import EventLogReader, client, poll, wait_status
+from tests.integration.knowledge_files import create_base, ingest
 from tests.integration.processes import children
 
 CHAIN_TYPES = ("execution_started", "prompt_started", "prompt_chunk", "prompt_complete",
@@ -59,6 +60,8 @@ def stream_run(http: httpx.Client, path: str, body: dict[str, Any],
         assert source.response.status_code == 200, source.response.read()
         run_id = source.response.headers["x-job-id"]
         for sse in source.iter_sse():
+            if not sse.data:  # a keep-alive comment after an event with an id
+                continue
             data = sse.json()
             assert data["type"] == sse.event
             frames.append((sse.id, sse.event, data))
@@ -295,8 +298,7 @@ def test_a_run_stream_resumes_after_last_event_id_mid_run(http: httpx.Client) ->
                      headers={"Last-Event-ID": first[-1][0]},
                      timeout=httpx.Timeout(60.0)) as source:
         assert source.response.status_code == 200
-        for sse in source.iter_sse():
-            rest.append((sse.id, sse.event, sse.json()))
+        rest += [(sse.id, sse.event, sse.json()) for sse in source.iter_sse() if sse.data]
     whole = first + rest
     assert rest and rest[-1][1] == "execution_complete"
     ids = [stream_id_key(eid) for eid, _, _ in whole]
@@ -304,7 +306,7 @@ def test_a_run_stream_resumes_after_last_event_id_mid_run(http: httpx.Client) ->
     # Nothing lost, nothing twice: the same as reading the whole run from its start.
     with connect_sse(http, "GET", f"/v1/chains/runs/{run_id}/events",
                      timeout=httpx.Timeout(60.0)) as source:
-        replay = [(sse.id, sse.event, sse.json()) for sse in source.iter_sse()]
+        replay = [(sse.id, sse.event, sse.json()) for sse in source.iter_sse() if sse.data]
     assert replay == whole
     outputs = {data["promptId"]: data["output"] for _, kind, data in whole
                if kind == "prompt_complete"}
@@ -472,3 +474,29 @@ def test_a_run_past_its_time_limit_fails_with_timeout(start_stack: Any) -> None:
         step = poll(lambda: (s := http.get(f"/v1/chains/runs/{run_id}").json()["steps"][0])
                     and s["status"] == "cancelled" and s, what="the step to stop")
         assert wait_status(http, step["job_id"])["status"] == "cancelled"
+
+
+def test_a_step_with_knowledge_ids_retrieves_first_and_cites_its_sources(
+    http: httpx.Client,
+) -> None:
+    base = create_base(http, name="chain facts")
+    document = ingest(http, base["id"], "falcons.txt",
+                      b"The peregrine falcon nests on cliff ledges and tall buildings.\n"
+                      b"Its dive is the fastest motion of any animal.\n", "text/plain")
+    assert document["status"] == "processed", document
+    chain = create_chain(http, [
+        prompt("Research", 1, "Context: {{context}} Question: {{topic}}",
+               knowledge_ids=[base["id"]], retrieval={"mode": "hybrid", "limit": 3}),
+        prompt("Answer", 2, "{{Research}}"),
+    ])
+    run_id, frames = stream_run(http, f"/v1/chains/{chain['id']}/run",
+                                {"inputs": {"topic": "where does the peregrine falcon nest"}})
+    assert frames[-1][1] == "execution_complete"
+    research = next(d for _, kind, d in frames if kind == "prompt_complete" and d["promptId"] == 1)
+    assert "cliff ledges" in research["output"]
+    assert research["output"].startswith("Context: [1] ")
+    sources = research["metadata"]["sources"]
+    assert sources and sources[0]["document_id"] == document["id"]
+    assert sources[0]["knowledge_id"] == base["id"]
+    step = http.get(f"/v1/chains/runs/{run_id}").json()["steps"][0]
+    assert "{{context}}" not in step["input"] and "cliff ledges" in step["input"]
