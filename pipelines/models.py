@@ -108,6 +108,8 @@ DEV_MODELS: dict[str, ModelInfo] = {
 def info_from_row(row: Any, box: SecretBox) -> ModelInfo:
     """A registry row as a ModelInfo, with its upstream key opened."""
     owned_by = {"dev": "switchyard-dev"}.get(row.provider, row.provider)
+    if row.source == "deployment":
+        owned_by = "switchyard-deployment"
     return ModelInfo(
         id=row.id, provider=row.provider, upstream_model=row.upstream_model,
         context_window=row.context_window, owned_by=owned_by, description=row.description,

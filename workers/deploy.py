@@ -53,11 +53,11 @@ async def run_deploy(job: Job, spec: DeployJob) -> dict[str, Any]:
             await job.emit("progress", {"state": row.state, "message": row.state_message})
         if row.state != "running":
             left_running = True
+        if desired == "stopped" and row.state in ("stopped", "failed"):
+            break  # a failed deployment runs nothing: stopped as far as a stop goes
         if row.state == "failed":
             raise DeploymentFailed(row.state_message or "The deployment failed.")
         if desired == "running" and row.state == "running" and left_running:
-            break
-        if desired == "stopped" and row.state == "stopped":
             break
         if asyncio.get_running_loop().time() > deadline:
             raise DeploymentFailed(f"The deployment is still {row.state} after waiting "

@@ -282,7 +282,8 @@ async def list_resources(request: Request) -> Response:
 async def pricing(request: Request) -> Response:
     svc = services(request)
     caller = principal(request)
-    models = [m for m in await svc.models.list() if caller.is_admin or m.routable]
+    models = [m for m in await svc.models.list()
+              if caller.is_admin or m.runtime_status in (None, "loaded")]
     body: dict[str, Any] = {"currency": "USD", "models": [
         {"id": m.id, "provider": m.provider, "input_per_mtok": m.input_price_per_mtok,
          "output_per_mtok": m.output_price_per_mtok} for m in models]}

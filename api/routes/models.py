@@ -22,6 +22,12 @@ from pipelines.errors import ModelNotFound
 from pipelines.models import ModelInfo
 
 
+def _visible(model: ModelInfo) -> bool:
+    """What a non-admin may see: every model but a deployment's that is not running (a
+    disabled one is still listed, as `disabled`)."""
+    return model.runtime_status in (None, "loaded")
+
+
 def _object(model: ModelInfo) -> dict[str, Any]:
     return {**model.as_openai(), "name": model.id}
 
@@ -31,7 +37,7 @@ async def list_all(request: Request) -> Response:
     svc = services(request)
     models = await svc.models.list()
     if not principal(request).is_admin:
-        models = [m for m in models if m.routable]
+        models = [m for m in models if _visible(m)]
     loaded = [m.id for m in models if m.runtime_status == "loaded"]
     default = svc.settings.default_model
     if default is None and models:
@@ -46,7 +52,7 @@ async def list_all(request: Request) -> Response:
 async def get_one(request: Request) -> Response:
     svc = services(request)
     model = await svc.models.get(request.path_params["model_id"])
-    if not principal(request).is_admin and not model.routable:
+    if not principal(request).is_admin and not _visible(model):
         raise ModelNotFound(f"The model '{model.id}' does not exist.")
     async with svc.autocommit.connect() as conn:
         stats = (await conn.execute(deployments_db.model_stats(model.id))).one()

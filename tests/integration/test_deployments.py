@@ -370,6 +370,14 @@ def test_bad_deployments_are_refused_or_fail_with_a_reason_and_leave_nothing_run
         assert failed["first_failure"]["reason"].startswith("the process exited")
         job = wait_status(http, exits["job"]["id"], timeout_s=30)
         assert job["status"] == "failed" and job["error"]["code"] == "DEPLOYMENT_FAILED"
+        gone = http.delete(f"/v1/deployments/{exits['deployment']['id']}")
+        assert gone.status_code == 202, gone.text
+        assert wait_status(http, gone.json()["job"]["id"], timeout_s=30)["status"] == \
+            "succeeded"
+        assert http.get(f"/v1/deployments/{exits['deployment']['id']}").status_code == 404
+        assert model_entry(http, exits["deployment"]["model"]) is None
+        assert http.get(f"/v1/deployments/{uuid.uuid4()}").status_code == 404
+        assert http.get("/v1/deployments/not-a-uuid").status_code == 404
 
         unknown = deploy(http, upstream_model="no-such-model")
         failed = wait_state(http, unknown["deployment"]["id"], "failed")
