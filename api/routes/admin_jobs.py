@@ -20,8 +20,10 @@ from api.bodies import path_id
 from api.context import services
 from api.errors import ApiError
 from api.job_control import cancel_job, retry_job
+from api.job_filters import FILTER_QUERY, filter_from_query
 from api.openapi import doc
 from api.routes.jobs import job_read, job_summary
+from pipelines.db import job_search
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict, JobNotFound
 from schemas.admin_jobs import (
@@ -46,18 +48,15 @@ def admin_job_summary(row: Row[Any]) -> AdminJobSummary:
     return AdminJobSummary(**dict(job_summary(row)), owner_id=row.owner_id)
 
 
-@doc("Every owner's jobs, newest first, keyset-paged like GET /v1/jobs",
+@doc("Every owner's jobs, newest first, keyset-paged like GET /v1/jobs; filtered by "
+     "status, kind, owner, model, queue, creation time range and error text",
      response=AdminJobList, tags=["admin"],
-     query={"status": "string", "kind": "string", "owner_id": "string", "limit": "integer",
-            "cursor": "string"})
+     query={**FILTER_QUERY, "limit": "integer", "cursor": "string"})
 async def list_jobs(request: Request) -> Response:
     require_admin(request)
     params = request.query_params
-    status = params.get("status") or None
-    if status is not None and status not in JobStatus.__members__:
-        raise ApiError(422, "VALIDATION_FAILED", f"Unknown status '{status}'.", param="status")
     limit = _limit(params.get("limit", "20"))
-    kind, owner_id = _text(params, "kind"), _text(params, "owner_id")
+    where = filter_from_query(request)
     cursor = None
     if raw := params.get("cursor"):
         try:
@@ -66,21 +65,12 @@ async def list_jobs(request: Request) -> Response:
             raise ApiError(422, "VALIDATION_FAILED", "cursor is not valid.",
                            param="cursor") from None
     async with services(request).autocommit.connect() as conn:
-        rows = (await conn.execute(jobs_db.list_all(
-            limit=limit + 1, status=status, kind=kind, owner_id=owner_id, cursor=cursor,
-        ))).all()
+        rows = (await conn.execute(job_search.search(where, limit=limit + 1,
+                                                     cursor=cursor))).all()
     page, more = rows[:limit], len(rows) > limit
     next_cursor = jobs_db.encode_cursor(page[-1].created_at, str(page[-1].id)) if more else None
     return json(AdminJobList(data=[admin_job_summary(r) for r in page],
                              next_cursor=next_cursor))
-
-
-def _text(params: Any, name: str) -> str | None:
-    """A text filter; Postgres text cannot hold NUL, so refuse it here rather than 500."""
-    value: str | None = params.get(name) or None
-    if value is not None and "\x00" in value:
-        raise ApiError(422, "VALIDATION_FAILED", f"{name} must not contain NUL.", param=name)
-    return value
 
 
 def _limit(raw: str) -> int:
