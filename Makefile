@@ -25,6 +25,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy api workers pipelines schemas
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit/test_deploy_files.py
+	@if docker compose version >/dev/null 2>&1; then \
+		SWITCHYARD_ADMIN_KEY=x SWITCHYARD_SECRET_KEY=x WEBHOOK_SECRET=x \
+			docker compose -f deploy/compose.yaml config -q; \
+	else echo "docker compose not installed: deploy/compose.yaml checked by the test only"; fi
+	@if command -v kubeconform >/dev/null 2>&1; then \
+		kubeconform -strict -ignore-missing-schemas -summary deploy/k8s/api.yaml \
+			deploy/k8s/worker.yaml deploy/k8s/keda.yaml deploy/k8s/secret.example.yaml; \
+	else echo "kubeconform not installed: deploy/k8s checked by the test only"; fi
 
 typecheck: $(STAMP)
 	$(BIN)/mypy api workers pipelines schemas
