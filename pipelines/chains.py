@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pipelines.chain_templates import render
 from pipelines.db import chains as chains_db
 from pipelines.db import jobs as jobs_db
-from pipelines.errors import InvalidInput, NotFound
+from pipelines.errors import InvalidInput, JobCancelled, NotFound
 from pipelines.events import AsyncEventLog
 from pipelines.output_limits import check_result_size
 
@@ -170,6 +170,9 @@ async def start_run(db: AsyncEngine, run: RunHandle, *, owner_id: str, key_id: s
         if row is None:
             raise InvalidInput("This chain run has no record; start it with "
                                "POST /v1/chains/{id}/run.")
+        if row.status != "running" or row.attempts != run.attempt:
+            # Cancelled (or taken over by a later attempt) since this attempt claimed it.
+            raise JobCancelled("The chain run ended before it started.")
         definition = await definition_of(conn, str(row.chain_id), row.version)
         await _stop_steps(conn, run.run_id)
         await conn.execute(chains_db.reset_unfinished_steps(run.run_id))
