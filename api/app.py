@@ -92,9 +92,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gauges = QueueGauges(redis, keys, interval_s=settings.queue_metrics_interval_s,
                              worker_ttl_s=settings.worker_presence_ttl_s)
         gauges.start()
+        leases = app.state.services.limiter.leases if app.state.services.limiter else None
+        if leases is not None:
+            leases.start()  # renews this process's concurrency leases (api/leases.py)
         try:
             yield
         finally:
+            if leases is not None:
+                await leases.stop()
             await gauges.stop()
             await hub.stop()
             broker.close()

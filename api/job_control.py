@@ -16,7 +16,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.context import Services
-from api.limits import spend_job_allowance
+from api.limits import release_job_lease, spend_job_allowance
 from pipelines import outbound
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict
@@ -51,14 +51,31 @@ async def submit_job(
     Every job spends the caller's rate-limit allowance for its kind (api/limits.py), and a
     `webhook_url` must reach an address the outbound policy allows (422 otherwise).
     """
-    await spend_job_allowance(kind)
+    job_id = job_id or jobs_db.new_job_id()
+    # A child job runs inside its parent's lease; every other job holds one of its own.
+    await spend_job_allowance(kind, job_id if parent_id is None else None)
+    try:
+        return await _insert_and_send(services, kind=kind, owner_id=owner_id, input=input,
+                                      idempotency_key=idempotency_key,
+                                      webhook_url=webhook_url, priority=priority,
+                                      parent_id=parent_id, key_id=key_id,
+                                      on_submit=on_submit, job_id=job_id)
+    except BaseException:
+        await release_job_lease(job_id)
+        raise
+
+
+async def _insert_and_send(services: Services, *, kind: str, owner_id: str,
+                           input: dict[str, Any], idempotency_key: str | None,
+                           webhook_url: str | None, priority: int, parent_id: str | None,
+                           key_id: str | None, on_submit: OnSubmit | None,
+                           job_id: str) -> tuple[Row[Any], bool]:
     if webhook_url is not None:
         settings = services.settings
         await outbound.check_async(webhook_url, outbound.OutboundPolicy.of(
             settings.outbound_allow_private, settings.outbound_allowed_hosts))
     if kind in ("chat", "compare"):  # max_tokens over a model's cap: 400, and no job
         await services.models.check_job_output_tokens(input)
-    job_id = job_id or jobs_db.new_job_id()
     # A lone INSERT needs no transaction around it (one round trip instead of three).
     async with (services.engine.begin() if on_submit else services.autocommit.connect()) as conn:
         row = (await conn.execute(*jobs_db.insert_job(
@@ -72,6 +89,7 @@ async def submit_job(
                 jobs_db.by_idempotency_key(owner_id, idempotency_key))).one()
             if existing.kind != kind or existing.input != input:
                 raise Conflict("This Idempotency-Key was already used with a different request.")
+            await release_job_lease(job_id)  # no new job runs
             return existing, False
         if on_submit is not None:
             await on_submit(conn, job_id)

@@ -21,11 +21,13 @@ protects capacity, and refusing every request would be the larger outage.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
+import uuid
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
@@ -37,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import Principal
 from api.errors import error_response
+from api.leases import LEASE_LUA, LeaseKeeper, concurrency_refusal
 from pipelines import budgets
 from pipelines.errors import RateLimited, TokenBudgetExceeded
 from pipelines.keys import Keys
@@ -52,7 +55,9 @@ JOB_GROUPS = {"chat": "chat", "compare": "chat", "prune": "chat", "ingest": "upl
 
 # limits 5.8's acquire_sliding_window.lua, plus: ARGV[4] = 1 only tests (nothing is
 # spent), and the counters it read come back for the headers. Times are in milliseconds.
-_ACQUIRE_AND_READ = """
+# With a third key (a concurrency lease set, api/leases.py) an allowed request also takes
+# the lease ARGV[5] (limit ARGV[6], ttl ms ARGV[7]); when none is free nothing is spent.
+_ACQUIRE_AND_READ = LEASE_LUA + """
 local limit = tonumber(ARGV[1])
 local expiry = tonumber(ARGV[2]) * 1000
 local amount = tonumber(ARGV[3])
@@ -72,7 +77,11 @@ current_ttl = math.max(0, tonumber(redis.call('pttl', KEYS[2])) or 0)
 
 local weighted = math.floor(previous_count * previous_ttl / expiry) + current_count
 local allowed = 0
-if amount <= limit and weighted + amount <= limit then
+local lease, lease_wait_ms = -1, 0
+if amount <= limit and weighted + amount <= limit and KEYS[3] and not dry_run then
+    lease, lease_wait_ms = take_lease(KEYS[3], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]))
+end
+if amount <= limit and weighted + amount <= limit and lease ~= 0 then
     allowed = 1
     if not dry_run then
         if current_ttl > 0 then
@@ -84,7 +93,8 @@ if amount <= limit and weighted + amount <= limit then
         current_count = current_count + amount
     end
 end
-return {allowed, previous_count, previous_ttl, current_count, current_ttl}
+return {allowed, previous_count, previous_ttl, current_count, current_ttl, lease,
+        lease_wait_ms}
 """
 
 
@@ -160,7 +170,9 @@ class Limiter:
     def __init__(self, redis: Redis, keys: Keys, *, strategy: str,
                  tiers: dict[str, dict[str, str]], login_failures_per_account: str,
                  login_per_address: str, auth_failures_per_address: str,
-                 daily_token_budget: int, anonymous_tier: str = "default") -> None:
+                 daily_token_budget: int, leases: LeaseKeeper | None = None,
+                 tier_token_budgets: dict[str, int] | None = None,
+                 anonymous_tier: str = "default") -> None:
         # Shares the app's connection pool, so limits add no connections of their own.
         self.storage = RedisStorage("async+redis://", implementation="redispy",
                                     key_prefix=keys.rate_limit_prefix(), wrap_exceptions=True,
@@ -180,7 +192,9 @@ class Limiter:
         self.keys = keys
         self.prefix = keys.rate_limit_prefix()
         self.daily_token_budget = daily_token_budget
+        self.tier_token_budgets = tier_token_budgets or {}
         self.anonymous_tier = anonymous_tier
+        self.leases = leases
 
     def item(self, tier: str, group: str) -> RateLimitItem:
         return self.items.get(tier, {}).get(group) or self.items["default"][group]
@@ -188,6 +202,41 @@ class Limiter:
     async def hit(self, who: str, tier: str, group: str) -> Window | None:
         """Spend one request of `who`'s allowance; None when Redis could not be asked."""
         return await self._guarded(self.item(tier, group), group, who)
+
+    async def hit_and_lease(self, who: str, tier: str, group: str,
+                            member: str) -> tuple[Window | None, RateLimited | None]:
+        """`hit`, and take a concurrency lease for `member` in the same round trip. The
+        refusal is ConcurrencyLimited (nothing spent) when the key runs all its tier
+        allows."""
+        assert self.leases is not None
+        lease_limit = self.leases.limit_for(tier)
+        if lease_limit <= 0 or not self._sliding:
+            window = await self.hit(who, tier, group)
+            if lease_limit > 0 and window is not None and window.allowed:
+                try:
+                    await self.leases.acquire(who, tier, member)
+                except RateLimited as exc:
+                    return window, exc
+            return window, None
+        item = self.item(tier, group)
+        current = f"{self.prefix}:{{{item.key_for(group, who)}}}"
+        try:
+            (allowed, previous, previous_ttl_ms, count, ttl_ms, lease,
+             wait_ms) = await self._acquire(
+                keys=[f"{current}/-1", current, self.leases.set_key(who)],
+                args=[item.amount, item.get_expiry(), 1, 0, member, lease_limit,
+                      self.leases.ttl_ms])
+        except RedisError:
+            log.warning("rate-limit storage unavailable; letting the request through")
+            return None, None
+        window = sliding_window(bool(allowed) or int(lease) == 0, item.amount,
+                                item.get_expiry(), int(previous), int(previous_ttl_ms) / 1000,
+                                int(count), int(ttl_ms) / 1000)
+        if int(lease) == 0:
+            return window, concurrency_refusal(lease_limit, float(wait_ms))
+        if int(lease) == 1:
+            self.leases.hold(who, member, member)
+        return window, None
 
     async def _guarded(self, item: RateLimitItem, *identifiers: str,
                        dry_run: bool = False) -> Window | None:
@@ -203,7 +252,7 @@ class Limiter:
         if self._sliding:
             # The same keys as the library's storage: "{key}" and "{key}/-1".
             current = f"{self.prefix}:{{{item.key_for(*identifiers)}}}"
-            allowed, previous, previous_ttl_ms, count, ttl_ms = await self._acquire(
+            allowed, previous, previous_ttl_ms, count, ttl_ms, _, _ = await self._acquire(
                 keys=[f"{current}/-1", current],
                 args=[item.amount, item.get_expiry(), 1, int(dry_run)])
             return sliding_window(bool(allowed), item.amount, item.get_expiry(), int(previous),
@@ -241,13 +290,19 @@ class Limiter:
     async def auth_failed(self, address: str) -> Window | None:
         return await self._guarded(self.auth_failures_per_address, "auth-failed", address)
 
-    async def check_token_budget(self, who: str) -> None:
+    def token_budget(self, tier: str) -> int:
+        """Tokens per UTC day for a key of `tier` (0: no budget): the tier's own, else
+        DAILY_TOKEN_BUDGET."""
+        return self.tier_token_budgets.get(tier, self.daily_token_budget)
+
+    async def check_token_budget(self, who: str, tier: str = "default") -> None:
         """Raises TokenBudgetExceeded when the key has spent today's token budget."""
-        if self.daily_token_budget <= 0:
+        budget = self.token_budget(tier)
+        if budget <= 0:
             return
-        if await budgets.tokens_spent(self.redis, self.keys, who) >= self.daily_token_budget:
+        if await budgets.tokens_spent(self.redis, self.keys, who) >= budget:
             raise TokenBudgetExceeded(
-                f"The daily token budget of {self.daily_token_budget} tokens is spent.",
+                f"The daily token budget of {budget} tokens is spent.",
                 retry_after_s=budgets.seconds_to_midnight())
 
 
@@ -279,6 +334,21 @@ class Allowance:
     prepaid: str | None
     # The latest window, for the response's X-RateLimit-* headers.
     window: Window | None
+    # A concurrency lease the middleware took with the request's allowance, not yet bound
+    # to a job; and the leases bound to this request's jobs (settled when it ends).
+    lease: str | None = None
+    bound: list[str] = field(default_factory=list)
+
+    async def settle(self) -> None:
+        """After the request: give back an unused lease; release those whose job ended."""
+        leases = self.limiter.leases
+        if leases is None:
+            return
+        if self.lease is not None:
+            await leases.release(self.identity, self.lease)
+            self.lease = None
+        for member in self.bound:
+            await leases.settle(member)
 
 
 # Set by RateLimitMiddleware for the whole request (or WebSocket), read by submit_job: every
@@ -286,25 +356,50 @@ class Allowance:
 _allowance: ContextVar[Allowance | None] = ContextVar("switchyard_allowance", default=None)
 
 
-async def spend_job_allowance(kind: str) -> None:
-    """Charge the current caller one job of `kind`; RateLimited when the allowance is spent.
+async def spend_job_allowance(kind: str, job_id: str | None = None) -> None:
+    """Charge the current caller one job of `kind`; RateLimited when the allowance is spent,
+    ConcurrencyLimited when the key already runs all the jobs its tier allows.
 
-    Outside a rate-limited request (limits disabled, or no caller) this does nothing.
+    With `job_id` the job holds a concurrency lease until it ends (api/leases.py): the one
+    the middleware took with the request, else a new one. Outside a rate-limited request
+    (limits disabled, or no caller) this does nothing.
     """
     allowance = _allowance.get()
     if allowance is None:
         return
+    limiter = allowance.limiter
     group = JOB_GROUPS.get(kind, "general")
     if allowance.prepaid == group:
         allowance.prepaid = None
+    else:
+        window = await limiter.hit(allowance.identity, allowance.tier, group)
+        if window is not None:
+            allowance.window = window
+            _refuse_if_spent(window, "Rate limit exceeded; retry after the time in "
+                                     "Retry-After.")
+        if group == "chat":
+            await limiter.check_token_budget(allowance.identity, allowance.tier)
+    if job_id is None or limiter.leases is None:
         return
-    window = await allowance.limiter.hit(allowance.identity, allowance.tier, group)
-    if window is not None:
-        allowance.window = window
-        _refuse_if_spent(window, "Rate limit exceeded; retry after the time in "
-                                       "Retry-After.")
-    if group == "chat":
-        await allowance.limiter.check_token_budget(allowance.identity)
+    if allowance.lease is not None:
+        limiter.leases.hold(allowance.identity, allowance.lease, job_id)
+        allowance.bound.append(allowance.lease)
+        allowance.lease = None
+        return
+    # A WebSocket starts job after job: let the ended ones go before counting.
+    await asyncio.gather(*(limiter.leases.settle(m) for m in allowance.bound))
+    await limiter.leases.acquire(allowance.identity, allowance.tier, job_id)
+    allowance.bound.append(job_id)
+
+
+async def release_job_lease(job_id: str) -> None:
+    """Give back the lease taken for `job_id` when no such job came to run (a failed
+    insert, an idempotent repeat)."""
+    allowance = _allowance.get()
+    if allowance is None or allowance.limiter.leases is None or job_id not in allowance.bound:
+        return
+    allowance.bound.remove(job_id)
+    await allowance.limiter.leases.release(allowance.identity, job_id)
 
 
 # Where authentication leaves the window it counted (invalid credentials per address), so
@@ -358,20 +453,31 @@ class RateLimitMiddleware:
         group = route_group(method, path)
         identity, tier = ((who.limit_key, who.tier) if who
                           else (f"addr:{client_address(scope)}", limiter.anonymous_tier))
-        window = await limiter.hit(identity, tier, group)
+        # A chat request starts a job: its concurrency lease comes in the same round trip.
+        lease = (uuid.uuid4().hex if group == "chat" and method == "POST" and who is not None
+                 and limiter.leases is not None else None)
         refusal: RateLimited | None = None
-        if window is not None and not window.allowed:
+        if lease is not None:
+            window, refusal = await limiter.hit_and_lease(identity, tier, group, lease)
+        else:
+            window = await limiter.hit(identity, tier, group)
+        if refusal is not None:
+            lease = None
+        elif window is not None and not window.allowed:
             refusal = WindowSpent("Rate limit exceeded; retry after the time in Retry-After.",
                                   window)
         elif group == "chat" and who is not None and method in ("POST", "GET"):
             try:
-                await limiter.check_token_budget(who.limit_key)
+                await limiter.check_token_budget(who.limit_key, tier)
             except RateLimited as exc:
                 refusal = exc
         if refusal is not None:
+            if lease is not None and limiter.leases is not None:
+                await limiter.leases.release(identity, lease)
             await refuse(scope, receive, send, refusal, window.headers() if window else [])
             return
-        allowance = Allowance(limiter, identity, tier, prepaid=group, window=window)
+        allowance = Allowance(limiter, identity, tier, prepaid=group, window=window,
+                              lease=lease)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start" and allowance.window is not None:
@@ -384,6 +490,8 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             _allowance.reset(token)
+            if allowance.lease is not None or allowance.bound:
+                await allowance.settle()
 
 
 async def refuse(scope: Scope, receive: Receive, send: Send, exc: RateLimited,
@@ -407,10 +515,14 @@ def build_limiter(settings: Settings, redis: Redis, keys: Keys) -> Limiter | Non
     """The app's Limiter from settings, or None when rate limits are disabled."""
     if not settings.rate_limits_enabled:
         return None
+    leases = LeaseKeeper(redis, keys, limits=settings.concurrency_limits,
+                         ttl_s=settings.concurrency_lease_ttl_s,
+                         max_hold_s=settings.max_sse_lifetime_s)
     return Limiter(redis, keys, strategy=settings.rate_limit_strategy,
                    tiers=settings.rate_limit_tiers,
                    login_failures_per_account=settings.login_limit_per_account,
                    login_per_address=settings.login_limit_per_address,
                    auth_failures_per_address=settings.auth_failure_limit_per_address,
-                   daily_token_budget=settings.daily_token_budget,
+                   daily_token_budget=settings.daily_token_budget, leases=leases,
+                   tier_token_budgets=settings.tier_daily_token_budgets,
                    anonymous_tier=settings.anonymous_rate_limit_tier)

@@ -52,6 +52,10 @@ class Keys:
         """Prefix under which the `limits` library keeps its counters."""
         return f"{self.namespace}:rl"
 
+    def concurrency(self, limit_key: str) -> str:
+        """Sorted set of a key's concurrency leases (api/leases.py), scored by expiry (ms)."""
+        return f"{self.namespace}:conc:{limit_key}"
+
     def token_budget(self, key_id: str, day: str) -> str:
         """Tokens a key has spent on one UTC day (`YYYY-MM-DD`)."""
         return f"{self.namespace}:budget:{key_id}:{day}"

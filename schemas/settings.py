@@ -151,6 +151,16 @@ class Settings(BaseSettings):
     auth_failure_limit_per_address: str = "30/minute"
     # Tokens a key may spend per UTC day across chat jobs; 0 means no budget.
     daily_token_budget: int = Field(default=0, ge=0)
+    # Per tier, tokens per UTC day (a tier left out uses DAILY_TOKEN_BUDGET); Stack 2.9's
+    # tiers would be {"default": 100000, "pro": 10000000}.
+    tier_daily_token_budgets: dict[str, int] = Field(default_factory=dict)
+    # Jobs (streams included) one key may run at once, per tier (api/leases.py; 0: no
+    # limit; a tier left out uses `default`'s), shared by all replicas through Redis.
+    # Stack 2.9's tiers: default 5, pro 20. A lease not renewed for
+    # CONCURRENCY_LEASE_TTL_S (its API replica died) frees its slot.
+    concurrency_limits: dict[str, int] = Field(default_factory=lambda: {
+        "default": 5, "pro": 20, "admin": 0})
+    concurrency_lease_ttl_s: float = Field(default=30.0, ge=1)
 
     # Model registry (pipelines/models.py). Seeded at API start-up, idempotently, from
     # these keys and the optional models file (JSON or TOML list of models); admin edits
