@@ -16,7 +16,7 @@ import pytest
 
 from tests.e2e.browser import Browser, Page
 from tests.integration.accounts import new_user
-from tests.integration.jobclient import client, lorem_input, submit, wait_status
+from tests.integration.jobclient import client, lorem_input, poll, submit, wait_status
 
 # Set to a path to keep the admin test's screenshot (it is written to tmp_path anyway).
 SCREENSHOT_COPY = os.environ.get("DASHBOARD_SCREENSHOT")
@@ -128,3 +128,61 @@ def test_a_wrong_key_is_refused_on_the_sign_in_form(stack: Any, page: Page) -> N
     assert "not valid" in page.text("#login-error")
     assert page.evaluate("document.querySelector('#dashboard').hidden") is True
     assert page.evaluate("sessionStorage.length") == 0
+
+
+def test_an_admin_finds_a_failed_job_by_its_error_bulk_retries_its_group_and_watches_a_job(
+    stack: Any, http: httpx.Client, page: Page, tmp_path: Path
+) -> None:
+    failing = [submit(http, "chat", lorem_input(5, dev_options={"fail_after_tokens": n}))
+               for n in (2, 3)]
+    for job in failing:
+        wait_status(http, job["id"])
+    page.goto(f"{stack.base_url}/dashboard")
+    page.type("#api-key", stack.admin_key)
+    page.click("#sign-in")
+    page.wait_for("!document.querySelector('#dashboard').hidden", what="the dashboard")
+
+    # Find the job by its error text.
+    page.type("#filter-error", "after 2 tokens")
+    page.click("#filter-apply")
+    page.wait_for(f"{_row('jobs', failing[0]['id'])} && !{_row('jobs', failing[1]['id'])}",
+                  what="only the job whose error says 'after 2 tokens'")
+
+    # Its failure group, retried in bulk after a confirmation that gives the count.
+    group = http.get("/v1/admin/jobs/failures").json()["data"]
+    lorem = next(g for g in group if "(dev_options)" in g["signature"])
+    expected = http.post("/v1/admin/jobs/bulk", json={
+        "action": "retry", "dry_run": True,
+        "filter": {"code": lorem["code"], "signature": lorem["signature"]}}).json()["matched"]
+    assert expected >= 2
+    page.wait_for("[...document.querySelectorAll('#failure-groups tr.group')]"
+                  ".some(row => row.innerText.includes('(dev_options)'))",
+                  what="the dev models' failure group")
+    page.evaluate("[...document.querySelectorAll('#failure-groups tr.group')]"
+                  ".find(row => row.innerText.includes('(dev_options)'))"
+                  ".querySelector('button[data-action=retry-group]').id = 'retry-this-group'")
+    page.click("#retry-this-group")
+    page.wait_for("!document.querySelector('#confirm').hidden", what="the confirmation")
+    assert page.evaluate("document.querySelector('#confirm').dataset.count") == str(expected)
+    assert f"Retry {expected} jobs?" in page.text("#confirm-text")
+    page.click("#confirm-yes")
+    page.wait_for("document.querySelector('#banner').innerText.includes('Retried')",
+                  what="the bulk retry's notice")
+    for job in failing:  # each ran once more, and failed the same way
+        again = poll(lambda job=job: (row if (row := http.get(f"/v1/jobs/{job['id']}").json())
+                                      ["attempts"] >= 2 and row["status"] == "failed"
+                                      else None), timeout_s=30)
+        assert again["error"]["code"] == "UPSTREAM_ERROR"
+
+    # A running job's detail: its events arrive live, then its attempts and result.
+    page.click("#filter-clear")
+    slow = submit(http, "chat", lorem_input(40, delay_ms=100))
+    page.wait_for(f"{_row('jobs', slow['id'])}", what="the slow job in the listing")
+    page.click(f"#jobs tr[data-job-id=\"{slow['id']}\"] button[data-action=detail]")
+    page.wait_for("document.querySelector('#events li[data-type=delta]')",
+                  what="live delta events", timeout_s=20)
+    page.wait_for("document.querySelector('#attempts').innerText.includes('succeeded')",
+                  what="the finished attempt", timeout_s=30)
+    assert "dev/lorem" in page.text("#detail-input")
+    shot = page.screenshot(tmp_path / "dashboard-detail.png")
+    assert shot.stat().st_size > 10_000

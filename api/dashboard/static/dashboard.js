@@ -13,6 +13,13 @@ const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 const $ = (selector) => document.querySelector(selector);
 let pollTimer = null;
 let polling = false;
+// Job search paging: the cursor of the page shown (null: newest) and the next page's.
+let pageCursor = null;
+let nextCursor = null;
+let pendingBulk = null;  // {action, filter, count} awaiting the operator's confirmation
+let detailJob = null;  // id of the job whose detail is open
+let detailStream = null;  // AbortController of its live event stream
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 // --- small DOM helpers -----------------------------------------------------------------
 
@@ -168,21 +175,25 @@ async function refresh() {
   clearTimeout(pollTimer);
   if (polling) return;
   polling = true;
-  const status = $("#status-filter").value;
-  const recent = new URLSearchParams({ limit: RECENT_LIMIT });
-  if (status) recent.set("status", status);
+  const recent = new URLSearchParams({ limit: RECENT_LIMIT, ...currentFilter() });
+  if (pageCursor) recent.set("cursor", pageCursor);
   try {
-    const [system, stats, jobs, failed] = await Promise.all([
+    const [system, stats, jobs, failed, groups] = await Promise.all([
       api("/v1/system/status"),
       api("/v1/admin/jobs/stats"),
       api(`/v1/admin/jobs?${recent}`),
       api(`/v1/admin/jobs?status=failed&limit=${FAILED_LIMIT}`),
+      api("/v1/admin/jobs/failures?limit=10"),
     ]);
     renderStats(stats);
     renderQueues(system.queues);
     renderWorkers(system.workers);
+    nextCursor = jobs.next_cursor;
+    $("#jobs-older").disabled = !nextCursor;
+    $("#jobs-newest").disabled = !pageCursor;
     renderJobs(jobs.data);
     renderFailed(failed.data);
+    renderGroups(groups.data);
     renderKinds(stats.by_kind);
     $("#versions").textContent = Object.entries(system.versions)
       .map(([name, version]) => `${name} ${version}`).join(" · ");
@@ -266,7 +277,8 @@ function actionButton(job) {
 function renderJobs(jobs) {
   fillBody($("#jobs"), jobs.map((job) => el("tr", { class: "job", dataset: { jobId: job.id } },
     el("td", {}, when(job.created_at)),
-    el("td", {}, shortId(job.id)),
+    el("td", {}, el("button", { type: "button", class: "link", dataset: { action: "detail" },
+      onclick: () => openDetail(job.id) }, shortId(job.id))),
     el("td", {}, job.kind),
     el("td", { class: "owner" }, job.owner_id),
     el("td", {}, badge(job.status)),
@@ -304,13 +316,189 @@ async function act(job, action) {
   refresh();
 }
 
+// --- search, failure groups, bulk actions ----------------------------------------------
+
+// The search form and status select as the API's filter fields (empty ones left out).
+function currentFilter() {
+  const filter = {};
+  const status = $("#status-filter").value;
+  if (status) filter.status = status;
+  for (const [name, value] of new FormData($("#job-filters"))) {
+    const text = String(value).trim();
+    if (!text) continue;
+    // datetime-local is the browser's local time: send the instant.
+    filter[name] = name.startsWith("created_") ? new Date(text).toISOString() : text;
+  }
+  return filter;
+}
+
+function renderGroups(groups) {
+  fillBody($("#failure-groups"), groups.map((group) => el("tr", { class: "group",
+    dataset: { code: group.code } },
+    el("td", {}, el("code", {}, group.code)),
+    el("td", { class: "error-text", title: group.example || "" }, group.signature),
+    el("td", {}, group.kinds.join(", ")),
+    el("td", { class: "num strong" }, group.count),
+    el("td", {}, when(group.last_at)),
+    el("td", { class: "actions" },
+      el("button", { class: "small", type: "button", dataset: { action: "retry-group" },
+        onclick: () => askBulk("retry", { code: group.code, signature: group.signature }) },
+      "Retry all…")))), "No failed jobs.");
+}
+
+// Step one: count what the action would change, and ask.
+async function askBulk(action, filter) {
+  try {
+    const result = await api("/v1/admin/jobs/bulk", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ action, filter, dry_run: true }),
+    });
+    if (!result.matched) {
+      banner(`No job to ${action}: none matches that are ${action === "retry"
+        ? "failed or cancelled" : "queued or running"}.`, "warn");
+      return;
+    }
+    pendingBulk = { action, filter, count: result.matched };
+    $("#confirm-text").textContent =
+      `${action === "retry" ? "Retry" : "Cancel"} ${result.matched} job${result.matched === 1 ? "" : "s"}?`;
+    show("#confirm", true);
+    $("#confirm").dataset.count = String(result.matched);
+  } catch (error) {
+    banner(`Could not count the jobs to ${action}: ${error.message}`, "error");
+  }
+}
+
+// Step two: the operator confirmed.
+async function confirmBulk() {
+  const pending = pendingBulk;
+  pendingBulk = null;
+  show("#confirm", false);
+  if (!pending) return;
+  try {
+    const result = await api("/v1/admin/jobs/bulk", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ action: pending.action, filter: pending.filter }),
+    });
+    banner(`${pending.action === "retry" ? "Retried" : "Cancelled"} ${result.changed} of `
+      + `${result.matched} jobs.`);
+  } catch (error) {
+    banner(`Could not ${pending.action} the jobs: ${error.message}`, "error");
+  }
+  refresh();
+}
+
+// --- job detail: replayed log, then live events --------------------------------------
+
+async function openDetail(jobId) {
+  closeDetail();
+  detailJob = jobId;
+  try {
+    const detail = await api(`/v1/admin/jobs/${jobId}`);
+    if (detailJob !== jobId) return;
+    const job = detail.job;
+    $("#detail-id").textContent = job.id;
+    $("#detail-status").replaceChildren(badge(job.status));
+    $("#detail-input").textContent = JSON.stringify(job.input, null, 2);
+    $("#detail-output").textContent = JSON.stringify(job.error || job.result, null, 2);
+    renderAttempts(detail.attempts);
+    $("#events").replaceChildren(...detail.events.map(eventItem));
+    show("#job-detail", true);
+    $("#job-detail").scrollIntoView({ block: "nearest" });
+    if (!TERMINAL.has(job.status)) follow(jobId, detail.events.map((e) => e.id));
+  } catch (error) {
+    banner(`Could not open job ${jobId.slice(0, 8)}: ${error.message}`, "error");
+  }
+}
+
+function renderAttempts(attempts) {
+  fillBody($("#attempts"), attempts.map((attempt) => el("tr", { class: "attempt" },
+    el("td", { class: "num" }, attempt.attempt),
+    el("td", {}, when(attempt.started_at)),
+    el("td", {}, when(attempt.ended_at)),
+    el("td", {}, attempt.outcome ? badge(attempt.outcome) : "running"))), "No attempt yet.");
+}
+
+function eventItem(event) {
+  const data = JSON.stringify(event.data);
+  return el("li", { dataset: { type: event.type } }, `${when(event.at)} `,
+    el("strong", {}, event.type), ` ${data.length > 300 ? `${data.slice(0, 300)}…` : data}`);
+}
+
+// EventSource cannot send the Authorization header, so the stream is read with fetch.
+async function follow(jobId, seenIds) {
+  const seen = new Set(seenIds);
+  const controller = new AbortController();
+  detailStream = controller;
+  $("#detail-live").textContent = "live";
+  try {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const response = await fetch(`/v1/admin/jobs/${jobId}/events`, {
+      headers: { Authorization: `Bearer ${token}` }, signal: controller.signal });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const frame = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const fields = Object.fromEntries(frame.split("\n").filter((l) => !l.startsWith(":"))
+          .map((line) => [line.slice(0, line.indexOf(":")), line.slice(line.indexOf(":") + 1).trim()]));
+        if (!fields.event || seen.has(fields.id)) continue;
+        seen.add(fields.id);
+        const millis = Number((fields.id || "0").split("-")[0]);
+        const parsed = JSON.parse(fields.data || "{}");
+        const event = { id: fields.id, type: fields.event, at: new Date(millis).toISOString(),
+          data: parsed.data ?? parsed };
+        $("#events").append(eventItem(event));
+        if (TERMINAL.has(event.type)) {
+          $("#detail-status").replaceChildren(badge(event.type));
+          controller.abort();
+          return openDetail(jobId);  // the final state, attempts and result
+        }
+      }
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") banner(`Live events stopped: ${error.message}`, "warn");
+  } finally {
+    if (detailStream === controller) $("#detail-live").textContent = "";
+  }
+}
+
+function closeDetail() {
+  detailJob = null;
+  if (detailStream) detailStream.abort();
+  detailStream = null;
+  show("#job-detail", false);
+}
+
 // --- wiring ----------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
   $("#login-form").addEventListener("submit", signIn);
   $("#sign-out").addEventListener("click", () => signOut());
   $("#denied-sign-out").addEventListener("click", () => signOut());
-  $("#status-filter").addEventListener("change", refresh);
+  $("#status-filter").addEventListener("change", () => { pageCursor = null; refresh(); });
+  $("#job-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    pageCursor = null;
+    refresh();
+  });
+  $("#filter-clear").addEventListener("click", () => {
+    $("#job-filters").reset();
+    pageCursor = null;
+    refresh();
+  });
+  $("#jobs-older").addEventListener("click", () => { pageCursor = nextCursor; refresh(); });
+  $("#jobs-newest").addEventListener("click", () => { pageCursor = null; refresh(); });
+  $("#bulk-retry").addEventListener("click", () => askBulk("retry", currentFilter()));
+  $("#bulk-cancel").addEventListener("click", () => askBulk("cancel", currentFilter()));
+  $("#confirm-yes").addEventListener("click", confirmBulk);
+  $("#confirm-no").addEventListener("click", () => { pendingBulk = null; show("#confirm", false); });
+  $("#detail-close").addEventListener("click", closeDetail);
   if (sessionStorage.getItem(TOKEN_KEY)) start();
   else signOut();
 });
