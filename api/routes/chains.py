@@ -56,7 +56,7 @@ from schemas.chains import (
     ChainStepRead,
     ChainSummary,
 )
-from schemas.jobs import JobStatus
+from schemas.jobs import TERMINAL_EVENT_TYPES, Event, JobStatus
 
 _MAX_PAGE = 100
 # A run's stream may outlive its time limit a little: the TIMEOUT event comes from a worker.
@@ -438,7 +438,19 @@ async def run_events(request: Request) -> Response:
     after = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if after is not None and not is_valid_stream_id(after):
         raise ApiError(400, "VALIDATION_FAILED", "Last-Event-ID is not an event id of this run.")
+    owner_id = principal(request).owner_id
+
+    async def stand_in() -> Event | None:
+        """A run whose log expired ends at once, with an end made from its job row."""
+        row = await _load_run(svc, owner_id, str(run.id))
+        if row.status not in TERMINAL_EVENT_TYPES:
+            return None
+        millis = int(row.finished_at.timestamp() * 1000) if row.finished_at else 0
+        data = {"result": row.result} if row.status == "succeeded" else {"error": row.error}
+        return Event(id=f"{millis}-0", job_id=str(row.id), seq=0, type=row.status, data=data)
+
     stream = await JobStream.resume(svc.hub, svc.events, str(run.id), after=after,
+                                    stand_in=stand_in,
                                     keepalive_s=svc.settings.sse_keepalive_s,
                                     lifetime_s=svc.settings.max_sse_lifetime_s)
     stream.watch_disconnect(request.receive)

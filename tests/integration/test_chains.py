@@ -18,6 +18,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from pipelines.events import stream_id_key
+from pipelines.keys import Keys
 from tests.integration.conftest import Stack, _start_stack
 from tests.integration.jobclient import EventLogReader, client, poll, wait_status
 from tests.integration.knowledge_files import create_base, ingest
@@ -500,3 +501,20 @@ def test_a_step_with_knowledge_ids_retrieves_first_and_cites_its_sources(
     assert sources[0]["knowledge_id"] == base["id"]
     step = http.get(f"/v1/chains/runs/{run_id}").json()["steps"][0]
     assert "{{context}}" not in step["input"] and "cliff ledges" in step["input"]
+
+
+def test_following_a_finished_run_whose_log_expired_ends_at_once(
+    http: httpx.Client, stack: Stack, log: EventLogReader,
+) -> None:
+    chain = create_chain(http, [prompt("A", 1, "{{topic}}")])
+    run_id = http.post(f"/v1/chains/{chain['id']}/run", json={"inputs": {"topic": "gone"}}
+                       ).json()["id"]
+    assert wait_status(http, run_id)["status"] == "succeeded"
+    poll(lambda: log.types(run_id)[-1:] == ["succeeded"], what="the run's last event")
+    assert log.redis.delete(Keys(stack.namespace).events(run_id)) == 1
+    with connect_sse(http, "GET", f"/v1/chains/runs/{run_id}/events",
+                     timeout=httpx.Timeout(10.0)) as source:
+        frames = [sse.json() for sse in source.iter_sse() if sse.data]
+    assert frames == [{"type": "execution_complete", "results": [
+        {"promptId": 1, "name": "A", "position": 1, "status": "succeeded", "output": "gone",
+         "metadata": frames[0]["results"][0]["metadata"]}]}]
