@@ -56,6 +56,11 @@ class Keys:
         """Sorted set of a key's concurrency leases (api/leases.py), scored by expiry (ms)."""
         return f"{self.namespace}:conc:{limit_key}"
 
+    def webauthn_challenge(self, challenge: str) -> str:
+        """A passkey ceremony's challenge (base64url), single-use, expiring
+        (pipelines/passkeys.py)."""
+        return f"{self.namespace}:webauthn:{challenge}"
+
     def token_budget(self, key_id: str, day: str) -> str:
         """Tokens a key has spent on one UTC day (`YYYY-MM-DD`)."""
         return f"{self.namespace}:budget:{key_id}:{day}"

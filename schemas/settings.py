@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     switchyard_secret_key: SecretStr | None = None
     session_ttl_s: int = Field(default=12 * 3600, ge=60)
     open_registration: bool = False
+    # Passkeys (api/routes/passkeys.py): the RP ID is the site's registrable domain, the
+    # origins (comma-separated) those the browser pages run on; both are checked in every
+    # ceremony. A challenge is single-use and expires after WEBAUTHN_CHALLENGE_TTL_S.
+    webauthn_rp_id: str = "localhost"
+    webauthn_rp_name: str = "Switchyard"
+    webauthn_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:8000"])
+    webauthn_challenge_ttl_s: int = Field(default=300, ge=10, le=3600)
     # How long a verified key or session is trusted in-process; revocations still apply at
     # once: they are pushed to every API process over its pub/sub connection (api/auth.py).
     auth_cache_ttl_s: float = 30.0
@@ -259,7 +267,7 @@ class Settings(BaseSettings):
     default_model: str | None = None
 
     @field_validator("outbound_allowed_hosts", "trusted_proxies", "cors_allowed_origins",
-                     "cors_extra_headers", mode="before")
+                     "cors_extra_headers", "webauthn_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,7 +12,7 @@ from starlette.routing import Route
 from api.auth import as_dict, authenticator, insert_user, is_user
 from api.bodies import json_response as json
 from api.bodies import parse
-from api.context import Principal, services
+from api.context import Principal, Services, services
 from api.errors import ApiError
 from api.limits import client_address
 from api.openapi import doc
@@ -48,14 +50,19 @@ async def login(request: Request) -> Response:
         if svc.limiter is not None:
             await svc.limiter.login_failed(email, address)
         raise InvalidCredentials("The email or password is wrong.")
-    issued = accounts.issue_token(str(row.id), svc.auth.secret_key,
+    return json(await start_session(svc, row))
+
+
+async def start_session(svc: Services, user: Any) -> LoginResponse:
+    """A session token for `user` (a users row), recorded so it can be revoked: what
+    password and passkey logins both answer."""
+    issued = accounts.issue_token(str(user.id), svc.auth.secret_key,
                                   svc.settings.session_ttl_s)
     async with svc.engine.begin() as conn:
         await conn.execute(sessions_db.insert_session(
-            jti=issued.jti, user_id=str(row.id), expires_at=issued.expires_at))
-    user = UserRead.model_validate(row, from_attributes=True)
-    return json(LoginResponse(access_token=issued.token, expires_in=svc.settings.session_ttl_s,
-                              user=user))
+            jti=issued.jti, user_id=str(user.id), expires_at=issued.expires_at))
+    return LoginResponse(access_token=issued.token, expires_in=svc.settings.session_ttl_s,
+                         user=UserRead.model_validate(user, from_attributes=True))
 
 
 @doc("Revoke the session token used for this request", response=LogoutResponse,
@@ -109,5 +116,6 @@ routes = [
     Route("/v1/auth/register", register, methods=["POST"]),
 ]
 # Reached without credentials; register checks for an admin itself when it is closed.
-PUBLIC_PATHS = frozenset({"/v1/auth/login"})
+PUBLIC_PATHS = frozenset({"/v1/auth/login", "/v1/auth/webauthn/login/init",
+                          "/v1/auth/webauthn/login/complete"})
 OPTIONAL_AUTH_PATHS = frozenset({"/v1/auth/register"})

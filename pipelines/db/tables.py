@@ -6,6 +6,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Computed,
     DateTime,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -318,4 +320,75 @@ chunks = Table(
     Index("ix_chunks_document_idx", "document_id", "idx"),
     Index("ix_chunks_knowledge", "knowledge_id"),
     Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+)
+
+
+# Passkeys (migration 0010_accounts): `id` is the authenticator's credential id (base64url).
+webauthn_credentials = Table(
+    "webauthn_credentials",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("user_id", UUID(as_uuid=False), ForeignKey("users.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("sign_count", BigInteger, nullable=False, server_default="0"),
+    Column("name", Text, nullable=False),
+    Column("transports", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("aaguid", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True)),
+    Index("ix_webauthn_credentials_user", "user_id"),
+)
+
+# The knowledge marketplace (migration 0010_accounts). An entitlement lets its user read
+# and search a base; it outlives its listing being unlisted. No payment is taken.
+marketplace_listings = Table(
+    "marketplace_listings",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("knowledge_id", UUID(as_uuid=False),
+           ForeignKey("knowledge_bases.id", ondelete="CASCADE"), nullable=False),
+    Column("owner_id", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("price", Numeric(12, 2), nullable=False, server_default="0"),
+    Column("category", Text, nullable=False),
+    Column("license_type", Text, nullable=False),
+    Column("preview_enabled", Boolean, nullable=False, server_default=text("false")),
+    Column("status", Text, nullable=False, server_default="listed"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("unlisted_at", DateTime(timezone=True)),
+    Index("ix_marketplace_listings_listed", text("created_at DESC"), text("id DESC"),
+          postgresql_where=text("status = 'listed'")),
+    Index("uq_marketplace_listings_base_listed", "knowledge_id", unique=True,
+          postgresql_where=text("status = 'listed'")),
+)
+
+marketplace_entitlements = Table(
+    "marketplace_entitlements",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("listing_id", UUID(as_uuid=False),
+           ForeignKey("marketplace_listings.id", ondelete="CASCADE"), nullable=False),
+    Column("knowledge_id", UUID(as_uuid=False),
+           ForeignKey("knowledge_bases.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("price", Numeric(12, 2), nullable=False),
+    Column("license_type", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("uq_marketplace_entitlements_user_base", "user_id", "knowledge_id", unique=True),
+)
+
+marketplace_ratings = Table(
+    "marketplace_ratings",
+    metadata,
+    Column("listing_id", UUID(as_uuid=False),
+           ForeignKey("marketplace_listings.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("rating", SmallInteger, nullable=False),
+    Column("review", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("rating BETWEEN 1 AND 5", name="ck_marketplace_ratings_range"),
 )
