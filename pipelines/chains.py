@@ -134,11 +134,9 @@ async def dispatch_next(conn: AsyncConnection, run: Any, definition: Mapping[str
         system = prompt.get("system_prompt")
         job_input = {"run_id": str(run.id), "step_id": str(step.id),
                      "system_prompt": render(system, values) if system else None}
-        await conn.execute(*jobs_db.insert_job(job_id=job_id, kind="chain_step",
-                                               owner_id=owner_id, input=job_input,
-                                               parent_id=str(run.id), key_id=key_id))
-        await conn.execute(chains_db.dispatch_step(str(step.id), job_id,
-                                                   render(prompt["template"], values)))
+        await conn.execute(chains_db.dispatch_step(
+            str(step.id), render(prompt["template"], values), job_id=job_id,
+            owner_id=owner_id, key_id=key_id, job_input=job_input))
         sent.append(job_id)
     return sent
 

@@ -90,20 +90,17 @@ async def run_chain_step(job: Job, spec: ChainStepJob) -> dict[str, Any]:
     log. Safe to re-run: the step's end is recorded by the attempt that owns it, once."""
     res = job.resources
     async with res.aautocommit.connect() as conn:
-        step = (await conn.execute(chains_db.step_with_run(spec.step_id, spec.run_id))).first()
-        if step is None or step.owner_id != job.owner_id:
-            raise InvalidInput("This step belongs to no run of its owner.")
-        claimed = None
-        if str(step.job_id) == job.job_id and step.run_status == "running":
-            claimed = (await conn.execute(chains_db.start_step(
-                spec.step_id, job.job_id, job.attempt))).first()
-    if claimed is None:
+        step = (await conn.execute(chains_db.claim_step(
+            spec.step_id, spec.run_id, job.job_id, job.attempt, job.owner_id))).first()
+    if step is None or step.owner_id != job.owner_id:
+        raise InvalidInput("This step belongs to no run of its owner.")
+    if step.claimed_attempts is None:
         await stop_step(res.aengine, res.aevents, spec.step_id, job.job_id)
         raise JobCancelled("The chain run ended.")
     definition = dict(step.definition)
     prompt = prompts_by_id(definition)[step.prompt_id]
     run_handle = RunHandle(spec.run_id, res.aevents, step.run_attempts)
-    attempt_no = int(claimed.attempts)
+    attempt_no = int(step.claimed_attempts)
     error: dict[str, Any] = {}
     outcome: StepOutcome | None = None
     for try_no in range(int(prompt.get("retries", 0)) + 1):

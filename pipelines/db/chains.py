@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Update,
     and_,
+    exists,
     func,
     insert,
     or_,
@@ -235,12 +236,32 @@ def steps_of(run_id: str) -> Select:
             .order_by(chain_run_steps.c.position, chain_run_steps.c.prompt_id))
 
 
-def step_with_run(step_id: str, run_id: str) -> Select:
-    """What a step job reads when it starts, in one round trip: its step row, its run's
-    owner, status and attempt, and the definition of the version the run runs."""
+def claim_step(step_id: str, run_id: str, job_id: str, job_attempt: int,
+               owner_id: str) -> Select:
+    """A step job's start, in one round trip: claim the step for this attempt of its job
+    (only while it is this job's, unfinished, and its run runs and is `owner_id`'s) and read
+    the step, its run's owner, status and attempt, and the version's definition.
+
+    `claimed_attempts` is the step's try count after the claim, or None if not claimed; the
+    other step columns are as they were before it (one statement, one snapshot).
+    """
+    claimed = (update(chain_run_steps)
+               .where(chain_run_steps.c.id == step_id, chain_run_steps.c.run_id == run_id,
+                      chain_run_steps.c.job_id == job_id,
+                      chain_run_steps.c.status.in_(_ACTIVE_STEP),
+                      exists(select(1).select_from(
+                          jobs.join(chain_runs, chain_runs.c.id == jobs.c.id))
+                          .where(jobs.c.id == run_id, jobs.c.status == "running",
+                                 chain_runs.c.owner_id == owner_id)))
+               .values(status="running", job_attempt=job_attempt,
+                       attempts=chain_run_steps.c.attempts + 1, output=None, error=None,
+                       started_at=func.now())
+               .returning(chain_run_steps.c.attempts)
+               .cte("claimed"))
     return (select(chain_run_steps, chain_runs.c.owner_id, chain_runs.c.chain_id,
                    chain_runs.c.version, jobs.c.status.label("run_status"),
-                   jobs.c.attempts.label("run_attempts"), chain_versions.c.definition)
+                   jobs.c.attempts.label("run_attempts"), chain_versions.c.definition,
+                   select(claimed.c.attempts).scalar_subquery().label("claimed_attempts"))
             .select_from(chain_run_steps
                          .join(chain_runs, chain_runs.c.id == chain_run_steps.c.run_id)
                          .join(jobs, jobs.c.id == chain_runs.c.id)
@@ -255,23 +276,22 @@ def get_step(step_id: str, run_id: str) -> Select:
                                          chain_run_steps.c.run_id == run_id)
 
 
-def dispatch_step(step_id: str, job_id: str, rendered: str) -> Update:
-    """The step is queued as job `job_id`, its template rendered."""
-    return (update(chain_run_steps).where(chain_run_steps.c.id == step_id)
+def dispatch_step(step_id: str, rendered: str, *, job_id: str, owner_id: str,
+                  key_id: str | None, job_input: dict[str, Any]) -> Update:
+    """The step is queued as a new `chain_step` job `job_id` (a child of its run), its
+    template rendered: the job's INSERT and the step's UPDATE in one statement (a
+    data-modifying CTE always runs, referenced or not)."""
+    new_job = (insert(jobs)
+               .values(id=job_id, kind="chain_step", owner_id=owner_id, input=job_input,
+                       parent_id=job_input["run_id"], key_id=key_id)
+               .returning(jobs.c.id)
+               .cte("new_job"))
+    return (update(chain_run_steps)
+            .where(chain_run_steps.c.id == step_id)
             .values(status="queued", job_id=job_id, job_attempt=0, input=rendered, output=None,
                     error=None, started_at=None, finished_at=None, duration_ms=None,
-                    reused=False))
-
-
-def start_step(step_id: str, job_id: str, job_attempt: int) -> Update:
-    """Claim the step for one attempt of its job; no row if it is finished or not this job's."""
-    return (update(chain_run_steps)
-            .where(chain_run_steps.c.id == step_id, chain_run_steps.c.job_id == job_id,
-                   chain_run_steps.c.status.in_(_ACTIVE_STEP))
-            .values(status="running", job_attempt=job_attempt,
-                    attempts=chain_run_steps.c.attempts + 1, output=None, error=None,
-                    started_at=func.now())
-            .returning(chain_run_steps.c.attempts))
+                    reused=False)
+            .add_cte(new_job))
 
 
 def count_attempt(step_id: str, job_id: str, job_attempt: int) -> Update:
