@@ -27,6 +27,7 @@ from api.routes import (
     admin_job_ops,
     admin_jobs,
     admin_models,
+    admin_queues,
     admin_system,
     admin_users,
     chat,
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *knowledge_routes.routes, *document_routes.routes, *upload_routes.routes,
               *embedding_routes.routes,
               *ask_routes.routes, *admin_jobs.routes, *chain_routes.routes,
-              *admin_job_ops.routes]
+              *admin_job_ops.routes, *admin_queues.routes]
     # Key scopes (api/scopes.py): every /v1 route checks the one table before it runs.
     guard_routes(routes)
     app = Starlette(

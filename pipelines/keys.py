@@ -36,6 +36,10 @@ class Keys:
     def worker_info(self, worker_id: str) -> str:
         return f"{self.namespace}:worker:{worker_id}"
 
+    def paused_queues(self) -> str:
+        """Set of queue names operators paused: workers take no message from them."""
+        return f"{self.namespace}:queues:paused"
+
     def request_totals(self, day: str) -> str:
         """Hash of one UTC day's HTTP requests across API processes (`YYYY-MM-DD`)."""
         return f"{self.namespace}:requests:{day}"

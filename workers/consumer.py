@@ -12,11 +12,16 @@ finds its heartbeat older than `heartbeat_timeout` (60 s); the supervisor that s
 process knows it died, so it calls `release` with the broker id it gave the process
 (`BROKER_ID_ENV`), through Dramatiq's own dispatch.lua;
 `tests/integration/test_redelivery.py` pins this against the installed Dramatiq.
+
+An operator may pause a queue (`POST /v1/admin/queues/{name}/pause`, a Redis set): its
+consumers then fetch nothing (messages already prefetched still run) and the jobs stay
+queued until it is resumed; `tests/integration/test_admin_queues.py` pins it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +39,8 @@ BROKER_ID_ENV = "SWITCHYARD_BROKER_ID"
 # A dispatch.lua command that changes nothing (it counts), to run the script's preamble
 # (the heartbeat) and its maintenance.
 _NO_OP = "qsize"
+# How stale a consumer's knowledge of a pause may be (workers/consumer.py, admin queues).
+PAUSE_CHECK_S = 1.0
 
 
 class WakeableRedisBroker(RedisBroker):
@@ -82,10 +89,27 @@ class _WakeableConsumer(_RedisConsumer):
                  timeout: int, wake_key: str) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
         self.wake_key = wake_key
+        self._paused_key = broker.keys.paused_queues()
+        self._paused_until = 0.0  # monotonic time the cached answer below holds until
+        self._is_paused = False
+
+    def _paused(self) -> bool:
+        """Whether an operator paused this queue; asked of Redis at most every
+        PAUSE_CHECK_S, and only when about to fetch (not per message)."""
+        now = time.monotonic()
+        if now >= self._paused_until:
+            self._is_paused = bool(self.broker.client.sismember(self._paused_key,
+                                                                self.queue_name))
+            self._paused_until = now + PAUSE_CHECK_S
+        return self._is_paused
 
     def __next__(self) -> Any:
         if not self.message_cache and self.outstanding_message_count < self.prefetch:
             try:
+                if self._paused():
+                    # Paused by an operator: take nothing, wake up now and then to look again.
+                    self.broker.client.blpop([self.wake_key], timeout=PAUSE_CHECK_S)
+                    return None
                 self.message_cache = self.broker.do_fetch(
                     self.queue_name, self.prefetch - self.outstanding_message_count)
                 if not self.message_cache:

@@ -1,0 +1,98 @@
+"""Admin: queues — their depths, and pause, resume and purging dead letters.
+
+A pause is a member of one Redis set (`Keys.paused_queues`); worker consumers look at it
+before they fetch (workers/consumer.py), so jobs stay queued, in order, until a resume.
+Messages a worker had already prefetched still run. The dashboard acts through these
+routes, and scripts can call them too.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import require_admin
+from api.bodies import json_response as json
+from api.context import services
+from api.openapi import doc
+from api.queue_gauges import QUEUES
+from pipelines.errors import NotFound
+from schemas.admin_queues import PurgeResult, QueueList, QueueRead
+
+
+async def _read(request: Request, names: tuple[str, ...]) -> list[QueueRead]:
+    svc = services(request)
+    keys, redis = svc.keys, svc.redis
+    pipe = redis.pipeline(transaction=False)
+    for queue in names:
+        pipe.llen(keys.dramatiq_queue(queue))
+        pipe.llen(keys.dramatiq_queue(f"{queue}.DQ"))
+        pipe.hlen(keys.dramatiq_messages(queue))
+        pipe.zcard(keys.dramatiq_queue(f"{queue}.XQ"))
+        pipe.sismember(keys.paused_queues(), queue)
+    counts = await pipe.execute()
+    out = []
+    for i, queue in enumerate(names):
+        queued, delayed, messages, dead, paused = counts[5 * i:5 * i + 5]
+        out.append(QueueRead(name=queue, queued=queued, delayed=delayed,
+                             in_flight=max(messages - queued, 0), dead_letters=dead,
+                             paused=bool(paused)))
+    return out
+
+
+def _queue(request: Request) -> str:
+    name: str = request.path_params["name"]
+    if name not in QUEUES:
+        raise NotFound(f"No queue named '{name}'.")
+    return name
+
+
+@doc("Every queue: queued, delayed, in flight, dead letters, paused", response=QueueList,
+     tags=["admin"])
+async def list_queues(request: Request) -> Response:
+    require_admin(request)
+    return json(QueueList(data=await _read(request, QUEUES)))
+
+
+@doc("Pause a queue: workers take none of its messages; its jobs stay queued",
+     response=QueueRead, tags=["admin"])
+async def pause(request: Request) -> Response:
+    require_admin(request)
+    name = _queue(request)
+    svc = services(request)
+    await svc.redis.sadd(svc.keys.paused_queues(), name)
+    return json((await _read(request, (name,)))[0])
+
+
+@doc("Resume a paused queue", response=QueueRead, tags=["admin"])
+async def resume(request: Request) -> Response:
+    require_admin(request)
+    name = _queue(request)
+    svc = services(request)
+    pipe = svc.redis.pipeline(transaction=False)
+    pipe.srem(svc.keys.paused_queues(), name)
+    pipe.lpush(svc.keys.wake(name), b"1")  # idle consumers look again at once
+    await pipe.execute()
+    return json((await _read(request, (name,)))[0])
+
+
+@doc("Remove a queue's dead letters", response=PurgeResult, tags=["admin"])
+async def purge_dead_letters(request: Request) -> Response:
+    require_admin(request)
+    name = _queue(request)
+    svc = services(request)
+    dead = svc.keys.dramatiq_queue(f"{name}.XQ")
+    pipe = svc.redis.pipeline(transaction=True)
+    pipe.zcard(dead)
+    pipe.delete(dead, f"{dead}.msgs")
+    count, _ = await pipe.execute()
+    return json(PurgeResult(queue=name, purged=int(count)))
+
+
+routes = [
+    Route("/v1/admin/queues", list_queues, methods=["GET"]),
+    Route("/v1/admin/queues/{name}/pause", pause, methods=["POST"]),
+    Route("/v1/admin/queues/{name}/resume", resume, methods=["POST"]),
+    Route("/v1/admin/queues/{name}/dead-letters/purge", purge_dead_letters, methods=["POST"]),
+]
