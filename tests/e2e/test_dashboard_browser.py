@@ -186,3 +186,31 @@ def test_an_admin_finds_a_failed_job_by_its_error_bulk_retries_its_group_and_wat
     assert "dev/lorem" in page.text("#detail-input")
     shot = page.screenshot(tmp_path / "dashboard-detail.png")
     assert shot.stat().st_size > 10_000
+
+
+def test_an_admin_pauses_a_queue_its_job_stays_queued_then_resumes_it(
+    stack: Any, http: httpx.Client, page: Page, tmp_path: Path
+) -> None:
+    page.goto(f"{stack.base_url}/dashboard")
+    page.type("#api-key", stack.admin_key)
+    page.click("#sign-in")
+    page.wait_for("document.querySelector('#queues tr[data-queue=\"default\"]')",
+                  what="the default queue")
+    try:
+        page.click("#queues tr[data-queue=\"default\"] button[data-action=pause]")
+        page.wait_for("document.querySelector('#queues tr[data-queue=\"default\"]')"
+                      ".dataset.paused === 'true'", what="the queue shown paused")
+        waiting = submit(http, "noop", {"n": "paused in the browser"})
+        served = submit(http, "chat", {"model": "dev/echo",
+                                       "messages": [{"role": "user", "content": "hi"}]})
+        assert wait_status(http, served["id"])["status"] == "succeeded"
+        assert http.get(f"/v1/jobs/{waiting['id']}").json()["status"] == "queued"
+        page.wait_for(f"{_row('jobs', waiting['id'])}?.innerText.includes('queued')",
+                      what="the paused queue's job, still queued")
+        page.screenshot(tmp_path / "dashboard-paused.png")
+        page.click("#queues tr[data-queue=\"default\"] button[data-action=resume]")
+        assert wait_status(http, waiting["id"], timeout_s=30)["status"] == "succeeded"
+        page.wait_for(f"{_row('jobs', waiting['id'])}?.innerText.includes('succeeded')",
+                      what="the job, run after the resume")
+    finally:
+        http.post("/v1/admin/queues/default/resume")

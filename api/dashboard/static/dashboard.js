@@ -178,15 +178,16 @@ async function refresh() {
   const recent = new URLSearchParams({ limit: RECENT_LIMIT, ...currentFilter() });
   if (pageCursor) recent.set("cursor", pageCursor);
   try {
-    const [system, stats, jobs, failed, groups] = await Promise.all([
+    const [system, stats, jobs, failed, groups, queues] = await Promise.all([
       api("/v1/system/status"),
       api("/v1/admin/jobs/stats"),
       api(`/v1/admin/jobs?${recent}`),
       api(`/v1/admin/jobs?status=failed&limit=${FAILED_LIMIT}`),
       api("/v1/admin/jobs/failures?limit=10"),
+      api("/v1/admin/queues"),
     ]);
     renderStats(stats);
-    renderQueues(system.queues);
+    renderQueues(queues.data);
     renderWorkers(system.workers);
     nextCursor = jobs.next_cursor;
     $("#jobs-older").disabled = !nextCursor;
@@ -238,14 +239,29 @@ function renderStats(stats) {
 }
 
 function renderQueues(queues) {
-  fillBody($("#queues"), queues.map((queue) => {
-    const inFlight = Math.max(queue.messages - queue.queued, 0);
-    return el("tr", { dataset: { queue: queue.name } },
-      el("td", {}, el("code", {}, queue.name)),
-      el("td", { class: `num${queue.queued ? " strong" : ""}` }, queue.queued),
-      el("td", { class: "num" }, queue.delayed),
-      el("td", { class: "num" }, inFlight));
-  }), "No queues.");
+  fillBody($("#queues"), queues.map((queue) => el("tr", { dataset: { queue: queue.name,
+    paused: String(queue.paused) } },
+    el("td", {}, el("code", {}, queue.name), queue.paused ? " " : null,
+      queue.paused ? el("span", { class: "badge cancelled" }, "paused") : null),
+    el("td", { class: `num${queue.queued ? " strong" : ""}` }, queue.queued),
+    el("td", { class: "num" }, queue.delayed),
+    el("td", { class: "num" }, queue.in_flight),
+    el("td", { class: `num${queue.dead_letters ? " warn" : ""}` }, queue.dead_letters),
+    el("td", { class: "actions" },
+      el("button", { class: "small secondary", type: "button",
+        dataset: { action: queue.paused ? "resume" : "pause" },
+        onclick: () => queueAction(queue.name, queue.paused ? "resume" : "pause") },
+      queue.paused ? "Resume" : "Pause")))), "No queues.");
+}
+
+async function queueAction(name, action) {
+  try {
+    await api(`/v1/admin/queues/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    banner(`Queue ${name}: ${action === "pause" ? "paused — its jobs stay queued" : "resumed"}.`);
+  } catch (error) {
+    banner(`Could not ${action} queue ${name}: ${error.message}`, "error");
+  }
+  refresh();
 }
 
 function renderWorkers(workers) {
