@@ -422,3 +422,47 @@ def test_deployments_are_for_admins_and_users_see_only_routable_models(fast: Sta
         assert http.get(f"/v1/models/{model}", headers=as_user).status_code == 404
         pricing = http.get("/v1/pricing", headers=as_user).json()
         assert "deployments" not in pricing and pricing["models"]
+
+
+CRASHY = [sys.executable, "-c", "\n".join([
+    "import http.server, json, os, threading",
+    "class H(http.server.BaseHTTPRequestHandler):",
+    "    def do_GET(self):",
+    "        body = json.dumps({'object': 'list', 'data': [{'id': 'dev/echo'}]}).encode()",
+    "        self.send_response(200)",
+    "        self.send_header('Content-Length', str(len(body)))",
+    "        self.end_headers()",
+    "        self.wfile.write(body)",
+    "    def log_message(self, *args):",
+    "        pass",
+    "server = http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H)",
+    "print('serving', flush=True)",
+    "threading.Timer(1.0, lambda: os._exit(1)).start()",
+    "server.serve_forever()",
+])]
+
+
+def test_an_admin_restart_replaces_the_server_and_a_crash_loop_ends_failed(
+    fast: Stack,
+) -> None:
+    with client(fast) as http:
+        dep = deploy(http)["deployment"]
+        running = wait_state(http, dep["id"], "running")
+        restarted = http.post(f"/v1/deployments/{dep['id']}/restart")
+        assert restarted.status_code == 202, restarted.text
+        job = wait_status(http, restarted.json()["job"]["id"], timeout_s=40)
+        assert job["status"] == "succeeded", job
+        again = wait_state(http, dep["id"], "running")
+        assert again["pid"] != running["pid"] and not pid_alive(running["pid"])
+        assert again["restart_count"] == 0  # an admin's restart is not a crash
+        http.post(f"/v1/deployments/{dep['id']}/stop")
+
+        crashy = deploy(http, target={"type": "process", "command": CRASHY})["deployment"]
+        failed = wait_state(http, crashy["id"], "failed", timeout_s=90)
+        assert failed["restart_count"] == 3  # DEPLOY_MAX_RESTARTS
+        assert failed["state_message"].startswith("gave up after 3 restarts")
+        assert failed["first_failure"]["reason"] == "the process exited with code 1"
+        assert failed["pid"] is None
+        logs = http.get(f"/v1/deployments/{crashy['id']}/logs").json()["data"]
+        assert [entry["line"] for entry in logs].count("serving") == 4
+        wait_state(http, dep["id"], "stopped")
