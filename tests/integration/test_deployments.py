@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -234,6 +235,15 @@ def test_an_endpoint_deployment_goes_unhealthy_when_its_server_dies_and_recovers
         reply = sdk.chat.completions.create(model=dep["model"], max_tokens=3,
                                             messages=[{"role": "user", "content": "x"}])
         assert reply.choices[0].message.content == "lorem ipsum dolor"
+        streamed = sdk.chat.completions.create(model=dep["model"], max_tokens=4, stream=True,
+                                               messages=[{"role": "user", "content": "x"}])
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == \
+            "lorem ipsum dolor sit"
+        claude = anthropic.Anthropic(base_url=fast.base_url, api_key=fast.admin_key,
+                                     max_retries=0)
+        message = claude.messages.create(model=dep["model"], max_tokens=2,
+                                         messages=[{"role": "user", "content": "x"}])
+        assert message.content[0].text == "lorem ipsum"  # type: ignore[union-attr]
 
         stop_process(holder[1], timeout_s=5)
         wait_state(http, dep["id"], "unhealthy")
@@ -241,8 +251,12 @@ def test_an_endpoint_deployment_goes_unhealthy_when_its_server_dies_and_recovers
             sdk.chat.completions.create(model=dep["model"],
                                         messages=[{"role": "user", "content": "x"}])
         assert caught.value.status_code == 503
-        assert "MODEL_UNAVAILABLE" in caught.value.response.text or \
-            "unhealthy" in caught.value.message
+        assert "unhealthy" in caught.value.message
+        with pytest.raises(anthropic.APIStatusError) as refused:
+            claude.messages.create(model=dep["model"], max_tokens=2,
+                                   messages=[{"role": "user", "content": "x"}])
+        assert refused.value.status_code == 503
+        assert refused.value.body["type"] == "error"  # type: ignore[index]
 
         holder[0]()
         wait_state(http, dep["id"], "running")
