@@ -115,6 +115,8 @@ class DeploymentCreate(BaseModel):
     estimated_hourly_cost: float = Field(default=0.0, ge=0, le=1_000_000)
     context_window: int = Field(default=8192, ge=1, le=100_000_000)
     description: str = Field(default="", max_length=2000)
+    fallbacks: list[str] = Field(default_factory=list, max_length=20,
+                                 description="Models that answer while it is not running.")
     start: bool = Field(default=True, description="Start it now (else it waits, stopped).")
 
 

@@ -103,6 +103,14 @@ async def _row(svc: Services, model_id: str) -> Any:
     return row
 
 
+def _not_deployed(row: Any) -> None:
+    """A deployment's model row is kept by its deployment (base URL, status): edit or
+    delete the deployment instead (/v1/deployments)."""
+    if row.source == "deployment":
+        raise Conflict(f"The model '{row.id}' belongs to a deployment; change or delete "
+                       "the deployment instead.")
+
+
 @doc("Read a registry model", response=ModelRead, tags=_TAGS)
 async def get_model(request: Request) -> Response:
     svc = _admin(request)
@@ -116,6 +124,7 @@ async def update_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
     body = await parse(request, ModelUpdate, svc.settings.max_json_body_bytes)
     current = await _row(svc, model_id)
+    _not_deployed(current)
     given = body.model_fields_set
     for name in ("provider", "upstream_model", "context_window", "capabilities",
                  "input_price_per_mtok", "output_price_per_mtok", "fallbacks", "enabled",
@@ -139,6 +148,7 @@ async def update_model(request: Request) -> Response:
 async def delete_model(request: Request) -> Response:
     svc = _admin(request)
     model_id = request.path_params["model_id"]
+    _not_deployed(await _row(svc, model_id))
     async with svc.engine.begin() as conn:
         row = (await conn.execute(models_db.delete_model(model_id))).first()
     if row is None:

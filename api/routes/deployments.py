@@ -29,7 +29,13 @@ from api.sse import _last_event_id
 from pipelines import outbound
 from pipelines.db import deployments as deployments_db
 from pipelines.deploy.lifecycle import DEPLOYMENTS_LOG, DeployKeys
-from pipelines.errors import Conflict, DeploymentNotFound, PermissionDenied
+from pipelines.errors import (
+    Conflict,
+    DeploymentNotFound,
+    InvalidInput,
+    ModelNotFound,
+    PermissionDenied,
+)
 from pipelines.models import DEV_MODELS
 from schemas.deployments import (
     MODEL_STATUS,
@@ -130,6 +136,13 @@ async def create_deployment(request: Request) -> Response:
         target["base_url"] = target["base_url"].rstrip("/")
         if target.get("api_key"):
             target["api_key"] = svc.models.box.seal(target["api_key"])
+    for fallback in body.fallbacks:
+        if fallback == body.model:
+            raise InvalidInput("A model cannot be its own fallback.")
+        try:
+            await svc.models.get(fallback)
+        except ModelNotFound:
+            raise InvalidInput(f"The fallback model '{fallback}' does not exist.") from None
     deployment_id = str(uuid.uuid4())
     state = "pending" if body.start else "stopped"
     async with svc.engine.begin() as conn:
@@ -150,7 +163,7 @@ async def create_deployment(request: Request) -> Response:
             "provider": "openai", "upstream_model": row.upstream_model, "base_url": None,
             "api_key": None, "context_window": body.context_window,
             "description": body.description or f"Deployment {body.name}",
-            "runtime_status": MODEL_STATUS[state]}))
+            "fallbacks": body.fallbacks, "runtime_status": MODEL_STATUS[state]}))
     svc.models.invalidate()
     if not body.start:
         return _json(read(row), status=201)

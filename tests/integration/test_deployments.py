@@ -420,9 +420,18 @@ def test_deployments_are_for_admins_and_users_see_only_routable_models(fast: Sta
         user = new_user(http, fast.headers)
         parked = http.post("/v1/deployments", json={
             "name": "parked", "model": f"parked/{uuid.uuid4().hex[:8]}", "start": False,
-            "target": {"type": "process", "command": SERVER}})
+            "fallbacks": ["dev/echo"], "target": {"type": "process", "command": SERVER}})
         assert parked.status_code == 201
         model = parked.json()["model"]
+        # Stopped, so its fallback answers; its row is the deployment's, not an admin's.
+        assert chat(fast, model, "answered by the fallback") == "answered by the fallback"
+        assert http.put(f"/v1/admin/models/{model}",
+                        json={"description": "x"}).status_code == 409
+        assert http.delete(f"/v1/admin/models/{model}").status_code == 409
+        bad_fallback = http.post("/v1/deployments", json={
+            "name": "x", "model": "fb/x", "fallbacks": ["no/such"],
+            "target": {"type": "process", "command": SERVER}})
+        assert bad_fallback.status_code == 422, bad_fallback.text
         as_user = {"Authorization": f"Bearer {user.key}"}
         assert http.get("/v1/deployments", headers=as_user).status_code == 403
         assert http.post("/v1/deployments", headers=as_user, json={}).status_code == 403
