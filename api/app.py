@@ -24,6 +24,7 @@ from api.openapi import openapi_route
 from api.queue_gauges import QueueGauges
 from api.registry import start_model_registry
 from api.routes import (
+    admin_audit,
     admin_job_ops,
     admin_jobs,
     admin_models,
@@ -117,7 +118,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *knowledge_routes.routes, *document_routes.routes, *upload_routes.routes,
               *embedding_routes.routes,
               *ask_routes.routes, *admin_jobs.routes, *chain_routes.routes,
-              *admin_job_ops.routes, *admin_queues.routes]
+              *admin_job_ops.routes, *admin_queues.routes, *admin_audit.routes]
     # Key scopes (api/scopes.py): every /v1 route checks the one table before it runs.
     guard_routes(routes)
     app = Starlette(

@@ -152,6 +152,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/admin/jobs/{}"): ADMIN,
     ("GET", "/v1/admin/jobs/{}/events"): ADMIN,
     ("GET", "/v1/admin/queues"): ADMIN,
+    ("GET", "/v1/admin/audit"): ADMIN,
     ("POST", "/v1/admin/queues/{}/pause"): ADMIN,
     ("POST", "/v1/admin/queues/{}/resume"): ADMIN,
     ("POST", "/v1/admin/queues/{}/dead-letters/purge"): ADMIN,

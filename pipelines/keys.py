@@ -36,6 +36,10 @@ class Keys:
     def worker_info(self, worker_id: str) -> str:
         return f"{self.namespace}:worker:{worker_id}"
 
+    def audit(self) -> str:
+        """Stream of operator actions (pipelines/audit.py), capped."""
+        return f"{self.namespace}:audit"
+
     def paused_queues(self) -> str:
         """Set of queue names operators paused: workers take no message from them."""
         return f"{self.namespace}:queues:paused"

@@ -27,6 +27,7 @@ from api.job_filters import FILTER_QUERY, filter_from_query, to_filter
 from api.job_replies import StreamResponse
 from api.job_stream import JobStream
 from api.openapi import doc
+from api.routes.admin_audit import record_action
 from api.routes.admin_jobs import admin_job_read
 from pipelines.db import job_search
 from pipelines.db import jobs as jobs_db
@@ -84,6 +85,10 @@ async def bulk(request: Request) -> Response:
             done = await cancel_job(svc, job_id, row.owner_id, "cancelled by an operator")
         if done is not None:
             changed.append(job_id)
+    if changed:
+        await record_action(request, f"jobs.bulk_{action.action}", f"{len(changed)} jobs",
+                            {"filter": action.filter.model_dump(mode="json", exclude_none=True),
+                             "job_ids": changed})
     return json(JobBulkResult(action=action.action, dry_run=False, matched=len(rows),
                               changed=len(changed), job_ids=changed))
 

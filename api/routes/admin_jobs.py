@@ -22,6 +22,7 @@ from api.errors import ApiError
 from api.job_control import cancel_job, retry_job
 from api.job_filters import FILTER_QUERY, filter_from_query
 from api.openapi import doc
+from api.routes.admin_audit import record_action
 from api.routes.jobs import job_read, job_summary
 from pipelines.db import job_search
 from pipelines.db import jobs as jobs_db
@@ -116,6 +117,7 @@ async def cancel(request: Request) -> Response:
                            "cancelled by an administrator")
     if row is None:
         raise Conflict(f"The job is already {(await _load(request)).status}.")
+    await record_action(request, "job.cancel", str(job.id), {"owner_id": job.owner_id})
     return json(admin_job_read(row))
 
 
@@ -128,6 +130,7 @@ async def retry(request: Request) -> Response:
     if row is None:
         raise Conflict(f"Only failed or cancelled jobs can be retried; this one is "
                        f"{(await _load(request)).status}.")
+    await record_action(request, "job.retry", str(job.id), {"owner_id": job.owner_id})
     return json(admin_job_read(row), status=202)
 
 

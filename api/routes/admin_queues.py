@@ -17,6 +17,7 @@ from api.bodies import json_response as json
 from api.context import services
 from api.openapi import doc
 from api.queue_gauges import QUEUES
+from api.routes.admin_audit import record_action
 from pipelines.errors import NotFound
 from schemas.admin_queues import PurgeResult, QueueList, QueueRead
 
@@ -62,6 +63,7 @@ async def pause(request: Request) -> Response:
     name = _queue(request)
     svc = services(request)
     await svc.redis.sadd(svc.keys.paused_queues(), name)
+    await record_action(request, "queue.pause", name)
     return json((await _read(request, (name,)))[0])
 
 
@@ -74,6 +76,7 @@ async def resume(request: Request) -> Response:
     pipe.srem(svc.keys.paused_queues(), name)
     pipe.lpush(svc.keys.wake(name), b"1")  # idle consumers look again at once
     await pipe.execute()
+    await record_action(request, "queue.resume", name)
     return json((await _read(request, (name,)))[0])
 
 
@@ -87,6 +90,7 @@ async def purge_dead_letters(request: Request) -> Response:
     pipe.zcard(dead)
     pipe.delete(dead, f"{dead}.msgs")
     count, _ = await pipe.execute()
+    await record_action(request, "queue.purge_dead_letters", name, {"purged": int(count)})
     return json(PurgeResult(queue=name, purged=int(count)))
 
 

@@ -212,5 +212,8 @@ def test_an_admin_pauses_a_queue_its_job_stays_queued_then_resumes_it(
         assert wait_status(http, waiting["id"], timeout_s=30)["status"] == "succeeded"
         page.wait_for(f"{_row('jobs', waiting['id'])}?.innerText.includes('succeeded')",
                       what="the job, run after the resume")
+        page.wait_for("document.querySelector('#audit tr[data-action=\"queue.resume\"]')"
+                      " && document.querySelector('#audit tr[data-action=\"queue.pause\"]')",
+                      what="the pause and the resume in the audit log")
     finally:
         http.post("/v1/admin/queues/default/resume")

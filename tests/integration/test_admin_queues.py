@@ -72,3 +72,28 @@ def test_unknown_queues_are_404_and_non_admins_403(http: httpx.Client, stack: St
                          ("POST", "/v1/admin/queues/chat/dead-letters/purge")):
         response = http.request(method, path, headers=user.headers)
         assert response.status_code == 403, (path, response.text)
+
+
+def test_every_operator_action_is_in_the_audit_log_newest_first(
+    http: httpx.Client, stack: Stack, resumed: None,
+) -> None:
+    assert http.post("/v1/admin/queues/chat/pause").status_code == 200
+    assert http.post("/v1/admin/queues/chat/resume").status_code == 200
+    job = submit(http, "chat", {"model": "dev/lorem", "max_tokens": 3,
+                                "messages": [{"role": "user", "content": "x"}],
+                                "dev_options": {"fail_after_tokens": 1}})
+    wait_status(http, job["id"])
+    assert http.post(f"/v1/admin/jobs/{job['id']}/retry").status_code == 202
+    wait_status(http, job["id"], statuses=("failed",))
+
+    first = http.get("/v1/admin/audit", params={"limit": 2})
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [e["action"] for e in page["data"]] == ["job.retry", "queue.resume"]
+    assert page["data"][0]["target"] == job["id"] and page["data"][0]["actor"].startswith("admin")
+    older = http.get("/v1/admin/audit", params={"limit": 1, "cursor": page["next_cursor"]})
+    assert older.json()["data"][0]["action"] == "queue.pause"
+    assert older.json()["data"][0]["target"] == "chat"
+    assert http.get("/v1/admin/audit", params={"cursor": "nope"}).status_code == 422
+    user = new_user(http, stack.headers)
+    assert http.get("/v1/admin/audit", headers=user.headers).status_code == 403

@@ -178,14 +178,16 @@ async function refresh() {
   const recent = new URLSearchParams({ limit: RECENT_LIMIT, ...currentFilter() });
   if (pageCursor) recent.set("cursor", pageCursor);
   try {
-    const [system, stats, jobs, failed, groups, queues] = await Promise.all([
+    const [system, stats, jobs, failed, groups, queues, audit] = await Promise.all([
       api("/v1/system/status"),
       api("/v1/admin/jobs/stats"),
       api(`/v1/admin/jobs?${recent}`),
       api(`/v1/admin/jobs?status=failed&limit=${FAILED_LIMIT}`),
       api("/v1/admin/jobs/failures?limit=10"),
       api("/v1/admin/queues"),
+      api("/v1/admin/audit?limit=10"),
     ]);
+    renderAudit(audit.data);
     renderStats(stats);
     renderQueues(queues.data);
     renderWorkers(system.workers);
@@ -252,6 +254,14 @@ function renderQueues(queues) {
         dataset: { action: queue.paused ? "resume" : "pause" },
         onclick: () => queueAction(queue.name, queue.paused ? "resume" : "pause") },
       queue.paused ? "Resume" : "Pause")))), "No queues.");
+}
+
+function renderAudit(entries) {
+  fillBody($("#audit"), entries.map((entry) => el("tr", { dataset: { action: entry.action } },
+    el("td", {}, when(entry.at)),
+    el("td", { class: "owner" }, entry.actor),
+    el("td", {}, el("code", {}, entry.action)),
+    el("td", {}, entry.target))), "No operator action yet.");
 }
 
 async function queueAction(name, action) {
