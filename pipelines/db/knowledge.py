@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql.dml import ReturningDelete
 
-from pipelines.db.tables import documents, knowledge_bases
+from pipelines.db.tables import documents, knowledge_bases, marketplace_entitlements
 
 kb = knowledge_bases
 
@@ -47,7 +47,10 @@ def _counts() -> list[Any]:
 
 
 def readable_by(owner_id: str) -> ColumnElement[bool]:
-    return or_(kb.c.owner_id == owner_id, kb.c.visibility == "public")
+    """Theirs, public, or acquired on the marketplace (an entitlement: read access)."""
+    acquired = select(marketplace_entitlements.c.knowledge_id).where(
+        marketplace_entitlements.c.user_id == owner_id)
+    return or_(kb.c.owner_id == owner_id, kb.c.visibility == "public", kb.c.id.in_(acquired))
 
 
 # -- knowledge bases -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tests.integration.accounts import RELAXED_LOGIN_ENV, User, create_key, new_
 from tests.integration.conftest import Stack, _start_stack
 from tests.integration.jobclient import lorem_input, poll
 from tests.integration.knowledge_files import create_base, ingest
+from tests.integration.soft_webauthn import SoftAuthenticator
 
 Probe = tuple[str, str]  # (method, path with `{id}`); method "WS" opens a WebSocket
 
@@ -124,6 +125,37 @@ def _chain_run_state(http: httpx.Client, owner: User, run_id: str) -> Any:
     return body["status"], [(s["status"], s["output"], s["attempts"]) for s in body["steps"]]
 
 
+def _passkey(http: httpx.Client, owner: User) -> str:
+    init = http.post("/v1/auth/webauthn/register/init", headers=owner.headers, json={})
+    device = SoftAuthenticator("localhost")  # the default WEBAUTHN_RP_ID and origin
+    done = http.post("/v1/auth/webauthn/register/complete", headers=owner.headers, json={
+        "credential": device.create(init.json()["options"], "http://localhost:8000")})
+    assert done.status_code == 201, done.text
+    return device.id
+
+
+def _passkey_state(http: httpx.Client, owner: User, credential_id: str) -> Any:
+    rows = http.get("/v1/auth/webauthn/credentials", headers=owner.headers).json()["data"]
+    return [(row["id"], row["sign_count"]) for row in rows if row["id"] == credential_id]
+
+
+def _unlisted_listing(http: httpx.Client, owner: User) -> str:
+    """A listing its owner took off the marketplace: visible to nobody else (a listed one
+    is public by design)."""
+    listing = http.post("/v1/marketplace/listings", headers=owner.headers, json={
+        "knowledge_id": _knowledge_base(http, owner), "title": "tenancy", "category": "t"})
+    assert listing.status_code == 201, listing.text
+    listing_id = str(listing.json()["id"])
+    assert http.delete(f"/v1/marketplace/listings/{listing_id}",
+                       headers=owner.headers).status_code == 200
+    return listing_id
+
+
+def _listing_state(http: httpx.Client, owner: User, listing_id: str) -> Any:
+    body = http.get(f"/v1/marketplace/listings/{listing_id}", headers=owner.headers).json()
+    return body["status"], body["acquisitions"], body["rating_count"]
+
+
 RESOURCES = [
     Resource("active job", _submit_slow_job, _job_state, _JOB_PROBES, "/v1/jobs"),
     Resource("cancelled job", _cancelled_job, _job_state, _JOB_PROBES, "/v1/jobs"),
@@ -142,6 +174,14 @@ RESOURCES = [
         ("GET", "/v1/chains/runs/{id}"), ("POST", "/v1/chains/runs/{id}/resume"),
         ("POST", "/v1/chains/runs/{id}/rerun"), ("POST", "/v1/chains/runs/{id}/cancel"),
         ("GET", "/v1/chains/runs/{id}/events"), ("GET", "/v1/jobs/{id}")]),
+    Resource("passkey", _passkey, _passkey_state,
+             [("DELETE", "/v1/auth/webauthn/credentials/{id}")],
+             "/v1/auth/webauthn/credentials"),
+    Resource("unlisted listing", _unlisted_listing, _listing_state, [
+        ("GET", "/v1/marketplace/listings/{id}"), ("DELETE", "/v1/marketplace/listings/{id}"),
+        ("POST", "/v1/marketplace/listings/{id}/acquire"),
+        ("POST", "/v1/marketplace/listings/{id}/ratings"),
+        ("GET", "/v1/marketplace/listings/{id}/ratings")]),
 ]
 
 
