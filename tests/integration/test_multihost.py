@@ -3,7 +3,9 @@
 
 - a file uploaded through the API (on this host) is ingested by a worker on host B;
 - a chat streamed from the API while its worker runs on host C;
-- every process of host B killed mid-job: the job finishes on host C, exactly once.
+- every process of host B killed mid-job: the job finishes on host C, exactly once;
+- API replica A (on host A) killed mid-stream: the client resumes on replica B with
+  Last-Event-ID and receives every remaining event once.
 
 Selected with `-m multihost`; skipped, saying why, where `ip netns` is refused.
 """
@@ -17,14 +19,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 
+from api.devservices import web_command
 from tests.integration.conftest import Stack, StartStack
 from tests.integration.hosts import NetHost, worker_args
 from tests.integration.jobclient import (
     EventLogReader,
+    SseEvent,
+    assert_contiguous,
     client,
     lorem_input,
     poll,
+    sse_events,
     submit,
     wait_status,
 )
@@ -141,3 +148,55 @@ def test_killing_every_process_of_a_host_mid_job_finishes_the_job_on_another_onc
         assert "retry" in types[:second_start], types
     with httpx.Client(base_url=stack.base_url, headers=stack.headers) as http:
         assert http.get("/ready").status_code == 200
+
+
+def _start_api(stack: Stack, host: NetHost, database_url: str, redis_url: str) -> str:
+    """A second API replica on `host`; returns its base URL (reached over the veth link)."""
+    env = {**stack.env, "DATABASE_URL": host.reach(database_url),
+           "REDIS_URL": host.reach(redis_url)}
+    port = 8000
+    host.run(web_command(host.ns_ip, port), env, stack.log_dir / f"{host.name}-web.log")
+    base_url = f"http://{host.ns_ip}:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base_url}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    poll(healthy, timeout_s=180, interval_s=0.5, what=f"the API replica on {host.name}")
+    return base_url
+
+
+def test_a_client_whose_api_replica_dies_mid_stream_resumes_on_another_losing_nothing(
+    stack: Stack, hosts: list[NetHost], database_url: str, redis_url: str,
+) -> None:
+    host_a = hosts[0]
+    replica_a = _start_api(stack, host_a, database_url, redis_url)
+    received: list[SseEvent] = []
+    with httpx.Client(base_url=replica_a, headers=stack.headers, timeout=30) as http_a, \
+            EventLogReader(redis_url, stack.namespace) as log:
+        job = submit(http_a, "chat", lorem_input(40, delay_ms=60))
+        try:
+            with connect_sse(http_a, "GET", f"/v1/jobs/{job['id']}/events") as source:
+                for sse in source.iter_sse():
+                    payload = sse.json()
+                    received.append(SseEvent(sse.id, sse.event, payload["seq"],
+                                             payload["data"]))
+                    if len(received) == 5:
+                        host_a.kill_all()  # replica A is gone mid-stream
+        except httpx.HTTPError:
+            pass
+        assert 5 <= len(received) and received[-1].type != "succeeded", received
+        with client(stack) as http_b:  # replica B, on this host
+            rest = sse_events(http_b, job["id"], last_event_id=received[-1].id,
+                              timeout_s=60)
+        events = received + rest
+        assert_contiguous(events)
+        assert events[-1].type == "succeeded"
+        truth = poll(lambda: (seen := log.events(job["id"])) and seen[-1].type == "succeeded"
+                     and seen, what="the succeeded event")
+        # Every event once, in order: exactly the job's event log, nothing lost or repeated.
+        assert [e.id for e in events] == [e.id for e in truth]
+        print(f"replica failover: {len(received)} events from A, {len(rest)} from B, "
+              f"{len(truth)} in the log")
