@@ -13,7 +13,7 @@ from api.auth import build_authenticator, verify_credential
 from api.context import Services
 from api.cors import cors_middleware
 from api.dashboard import routes as dashboard
-from api.enqueue_amqp import build_enqueuer
+from api.enqueue_amqp import AmqpEnqueuer, build_enqueuer
 from api.errors import EXCEPTION_HANDLERS, ErrorBoundaryMiddleware
 from api.http_metrics import HttpMetricsMiddleware
 from api.hub import Hub
@@ -94,7 +94,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             file_store=file_store_of(settings),
         )
         gauges = QueueGauges(redis, keys, interval_s=settings.queue_metrics_interval_s,
-                             worker_ttl_s=settings.worker_presence_ttl_s)
+                             worker_ttl_s=settings.worker_presence_ttl_s,
+                             broker_counts=enqueuer.queue_counts
+                             if isinstance(enqueuer, AmqpEnqueuer) else None)
         gauges.start()
         leases = app.state.services.limiter.leases if app.state.services.limiter else None
         if leases is not None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Gauge
 from redis.asyncio import Redis
@@ -31,8 +32,15 @@ WORKERS_ALIVE = Gauge("switchyard_workers_alive", "Worker processes whose heartb
 QUEUES = tuple(sorted({*QUEUE_GROUPS, *(route.queue_name for route in JOB_ROUTES.values())}))
 
 
-async def refresh_queue_gauges(redis: Redis, keys: Keys, worker_ttl_s: float) -> None:
-    """Read every queue's lengths and the live workers once, into the gauges."""
+# (queues) -> (ready, delayed, dead-lettered) per queue, from a broker that is not Redis
+# (RabbitMQ: api/enqueue_amqp.py `AmqpEnqueuer.queue_counts`).
+BrokerCounts = Callable[[list[str]], Awaitable[list[tuple[int, int, int]]]]
+
+
+async def refresh_queue_gauges(redis: Redis, keys: Keys, worker_ttl_s: float,
+                               broker_counts: BrokerCounts | None = None) -> None:
+    """Read every queue's lengths and the live workers once, into the gauges. With
+    `broker_counts` the lengths come from that broker; the live workers from Redis always."""
     pipe = redis.pipeline(transaction=False)
     for queue in QUEUES:
         pipe.llen(keys.dramatiq_queue(queue))
@@ -45,13 +53,20 @@ async def refresh_queue_gauges(redis: Redis, keys: Keys, worker_ttl_s: float) ->
         metrics.QUEUE_DELAYED.labels(queue).set(counts[3 * i + 1])
         metrics.QUEUE_DEAD_LETTERS.labels(queue).set(counts[3 * i + 2])
     WORKERS_ALIVE.set(counts[-1])
+    if broker_counts is not None:
+        for queue, (ready, delayed, dead) in zip(
+                QUEUES, await broker_counts(list(QUEUES)), strict=True):
+            metrics.QUEUE_DEPTH.labels(queue).set(ready)
+            metrics.QUEUE_DELAYED.labels(queue).set(delayed)
+            metrics.QUEUE_DEAD_LETTERS.labels(queue).set(dead)
 
 
 class QueueGauges:
     """The refresh loop, owned by the app's lifespan (`start`, `stop`)."""
 
     def __init__(self, redis: Redis, keys: Keys, *, interval_s: float,
-                 worker_ttl_s: float) -> None:
+                 worker_ttl_s: float, broker_counts: BrokerCounts | None = None) -> None:
+        self._broker_counts = broker_counts
         self._redis = redis
         self._keys = keys
         self._interval_s = interval_s
@@ -71,7 +86,8 @@ class QueueGauges:
     async def _loop(self) -> None:
         while True:
             try:
-                await refresh_queue_gauges(self._redis, self._keys, self._worker_ttl_s)
+                await refresh_queue_gauges(self._redis, self._keys, self._worker_ttl_s,
+                                           self._broker_counts)
                 await REQUEST_TOTALS.flush(self._redis, self._keys)
             except Exception as exc:  # Redis down: keep the last values, try again later.
                 log.warning("queue gauges not refreshed: %r", exc)

@@ -75,7 +75,8 @@ def rabbit_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str,
                  redis_url: str, amqp_url: str) -> Iterator[Stack]:
     stack = _start_stack(tmp_path_factory.mktemp("rabbit"), database_url, redis_url,
                          env={"BROKER_URL": amqp_url, "EMBEDDING_PROVIDER": "hash",
-                              "SWEEPER_INTERVAL_S": "0.5", "SWEEPER_STALE_AFTER_S": "15"})
+                              "SWEEPER_INTERVAL_S": "0.5", "SWEEPER_STALE_AFTER_S": "15",
+                              "QUEUE_METRICS_INTERVAL_S": "0.5"})
     yield stack
     stack.stop()
 
@@ -157,6 +158,9 @@ def test_the_sweeper_resends_a_job_whose_message_rabbitmq_lost(
     with client(rstack) as http, EventLogReader(redis_url, rstack.namespace) as log:
         rstack.kill_workers(signal.SIGTERM)
         job = submit(http, "noop", {"lost": True})
+        # The queue gauges read RabbitMQ's counts (Dramatiq's Redis queues are empty).
+        poll(lambda: 'switchyard_queue_depth{queue="default"} 1.0' in http.get("/metrics").text,
+             timeout_s=30, what="the default queue's depth gauge to read 1")
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         try:
             purged = connection.channel().queue_purge("default")
