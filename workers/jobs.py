@@ -216,12 +216,20 @@ async def _webhook(done: Any) -> None:
         await asyncio.to_thread(deliver_webhook.send, str(done.id))
 
 
-async def _ensure_terminal_event(res: Resources, job_id: str) -> None:
-    """A worker may die between commit and publish; the redelivery publishes what was lost."""
+async def _ensure_terminal_event(res: Resources, job_id: str, *,
+                                 with_parent: bool = True) -> None:
+    """A worker may die between commit and publish; the redelivery publishes what was lost.
+
+    The parent's too: a child job may be what ended its parent (the last step of a chain
+    run commits the run's end in its own transaction), and only the child's message is
+    redelivered.
+    """
     async with res.aautocommit.connect() as conn:
         row = (await conn.execute(*jobs_db.get_any(job_id))).first()
     if row is None or row.status not in ("succeeded", "failed"):
         return
+    if with_parent and row.parent_id is not None:
+        await _ensure_terminal_event(res, str(row.parent_id), with_parent=False)
     last = await res.aredis.xrevrange(res.keys.events(job_id), count=1)
     fields = last[0][1] if last else None
     if fields and fields.get(b"t") in TERMINAL_TYPES:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from typing import Any
 
+import psycopg
+
 from pipelines.keys import Keys
 from schemas.jobs import JOB_ROUTES
 from tests.integration.jobclient import (
@@ -100,4 +102,32 @@ def test_sigterm_lets_a_running_job_finish_or_be_requeued_never_lost(
         # The terminal event is published just after the row's commit: wait for it.
         types = poll(lambda: (seen := log.types(job["id"])) and seen[-1] == "succeeded" and seen,
                      what="the job's succeeded event")
+        assert types.count("succeeded") == 1
+
+
+def test_a_redelivered_child_publishes_the_terminal_event_its_parent_lost(
+    start_stack: Any, redis_url: str, database_url: str
+) -> None:
+    # A chain run is ended by its last step's transaction; if that worker dies between the
+    # commit and the publish, only the step's message comes back. Simulated here: the
+    # parent's terminal event is removed, and a finished child's message is delivered again.
+    stack = start_stack()
+    with client(stack) as http, EventLogReader(redis_url, stack.namespace) as log, \
+            psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"),
+                            autocommit=True) as db:
+        parent = submit(http, "noop", {"parent": True})
+        wait_status(http, parent["id"], timeout_s=15)
+        poll(lambda: log.types(parent["id"])[-1:] == ["succeeded"],
+             what="the parent's succeeded event")
+        last_id = log.redis.xrevrange(log.keys.events(parent["id"]), count=1)[0][0]
+        assert log.redis.xdel(log.keys.events(parent["id"]), last_id) == 1
+
+        stack.kill_workers(signal.SIGTERM)
+        child = submit(http, "noop", {"child": True})
+        db.execute("UPDATE jobs SET parent_id = %s, status = 'succeeded', result = '{}', "
+                   "finished_at = now() WHERE id = %s", (parent["id"], child["id"]))
+        stack.start_workers()
+
+        types = poll(lambda: (seen := log.types(parent["id"])) and seen[-1] == "succeeded"
+                     and seen, what="the parent's succeeded event published again")
         assert types.count("succeeded") == 1
