@@ -55,9 +55,22 @@ class Presence(dramatiq.Middleware):
     def _beat(self, info: dict[str, object]) -> None:
         res = current()
         now_ms = int(time.time() * 1000)
+        # What the dashboard shows per process, fresh on every beat.
+        info["rss_mib"] = _rss_mib()
+        info["active_jobs"] = res.active_jobs
         pipe = res.redis.pipeline(transaction=False)
         pipe.zadd(res.keys.workers(), {self.worker_id: now_ms})
         pipe.zremrangebyscore(res.keys.workers(), 0, now_ms - int(self.ttl_s * 3000))
         pipe.set(res.keys.worker_info(self.worker_id), orjson.dumps(info),
                  ex=int(self.ttl_s * 3))
         pipe.execute()
+
+
+def _rss_mib() -> float | None:
+    """This process's resident memory now (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024), 1)

@@ -65,6 +65,7 @@ def test_an_admin_watches_queues_workers_and_jobs_and_cancels_a_job(
                            ".map(row => row.innerText).find(text => text.includes('chat'))",
                            what="a live I/O worker")
     assert ":" in worker and "default" in worker and "chat" in worker  # host:pid, queues
+    assert "MiB" in worker  # its memory, from the heartbeat
     assert page.evaluate("document.querySelector('#login').hidden") is True
 
     slow = submit(http, "chat", lorem_input(400, delay_ms=50))  # ~20 s unless cancelled

@@ -284,7 +284,10 @@ function renderWorkers(workers) {
       el("td", {}, el("code", {}, name)),
       el("td", {}, (info.queues || []).join(", ") || "—"),
       el("td", { class: "num" }, info.threads ?? "—"),
-      el("td", { class: `num${stale ? " warn" : ""}` }, `${worker.last_seen_s_ago.toFixed(1)} s ago`));
+      el("td", { class: "num" }, info.active_jobs ?? "—"),
+      el("td", { class: "num" }, info.rss_mib != null ? `${Math.round(info.rss_mib)} MiB` : "—"),
+      el("td", { class: `num${stale ? " warn" : ""}` },
+        `${worker.last_seen_s_ago.toFixed(1)} s ago${stale ? " (stale)" : ""}`));
   }), "No live workers: jobs will wait in their queues.");
 }
 
