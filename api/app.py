@@ -96,7 +96,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gauges = QueueGauges(redis, keys, interval_s=settings.queue_metrics_interval_s,
                              worker_ttl_s=settings.worker_presence_ttl_s,
                              broker_counts=enqueuer.queue_counts
-                             if isinstance(enqueuer, AmqpEnqueuer) else None)
+                             if isinstance(enqueuer, AmqpEnqueuer) else None,
+                             engine=engine.execution_options(isolation_level="AUTOCOMMIT"))
         gauges.start()
         leases = app.state.services.limiter.leases if app.state.services.limiter else None
         if leases is not None:

@@ -17,10 +17,13 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import Gauge
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.request_totals import REQUEST_TOTALS
 from pipelines import metrics
+from pipelines.db import deployment_stats
 from pipelines.keys import Keys
+from schemas.deployments import DeploymentState
 from schemas.jobs import JOB_ROUTES, QUEUE_GROUPS
 
 log = logging.getLogger("switchyard.queue_gauges")
@@ -61,12 +64,24 @@ async def refresh_queue_gauges(redis: Redis, keys: Keys, worker_ttl_s: float,
             metrics.QUEUE_DEAD_LETTERS.labels(queue).set(dead)
 
 
+async def refresh_deployment_gauges(engine: AsyncEngine) -> None:
+    """Deployments per state, every state listed (zeros included) so a state emptied shows 0."""
+    async with engine.connect() as conn:
+        rows = {row.state: row for row in (await conn.execute(deployment_stats.by_state()))}
+    for state in {*(s.value for s in DeploymentState), *rows}:
+        row = rows.get(state)
+        metrics.DEPLOYMENTS.labels(state).set(row.deployments if row else 0)
+        metrics.DEPLOYMENT_HOURLY_COST.labels(state).set(float(row.hourly_cost) if row else 0.0)
+
+
 class QueueGauges:
     """The refresh loop, owned by the app's lifespan (`start`, `stop`)."""
 
     def __init__(self, redis: Redis, keys: Keys, *, interval_s: float,
-                 worker_ttl_s: float, broker_counts: BrokerCounts | None = None) -> None:
+                 worker_ttl_s: float, broker_counts: BrokerCounts | None = None,
+                 engine: AsyncEngine | None = None) -> None:
         self._broker_counts = broker_counts
+        self._engine = engine
         self._redis = redis
         self._keys = keys
         self._interval_s = interval_s
@@ -89,6 +104,8 @@ class QueueGauges:
                 await refresh_queue_gauges(self._redis, self._keys, self._worker_ttl_s,
                                            self._broker_counts)
                 await REQUEST_TOTALS.flush(self._redis, self._keys)
+                if self._engine is not None:
+                    await refresh_deployment_gauges(self._engine)
             except Exception as exc:  # Redis down: keep the last values, try again later.
                 log.warning("queue gauges not refreshed: %r", exc)
             await asyncio.sleep(self._interval_s)

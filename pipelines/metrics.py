@@ -101,6 +101,11 @@ QUEUE_DELAYED = Gauge("switchyard_queue_delayed",
 QUEUE_DEAD_LETTERS = Gauge("switchyard_queue_dead_letters",
                            "Messages in a queue's dead-letter set.", ["queue"],
                            multiprocess_mode="mostrecent")
+DEPLOYMENTS = Gauge("switchyard_deployments", "Deployments per state (from Postgres, on the "
+                    "queue gauges' interval).", ["state"], multiprocess_mode="mostrecent")
+DEPLOYMENT_HOURLY_COST = Gauge("switchyard_deployment_hourly_cost_usd",
+                               "Estimated hourly cost of the deployments in each state.",
+                               ["state"], multiprocess_mode="mostrecent")
 
 # --- Chat and upstreams (workers) ---------------------------------------------------------
 CHAT_COMPLETIONS = Counter("switchyard_chat_completions_total",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -152,7 +153,7 @@ def test_n_chat_completions_move_every_counter_by_n_on_the_api_and_the_workers(
 
 
 def test_queue_gauges_come_from_redis_and_health_and_system_metrics_answer_stings_shape(
-    metrics_stack: Stack,
+    metrics_stack: Stack, database_url: str,
 ) -> None:
     stack = metrics_stack
     samples = poll(lambda: (s if value(s := scrape(f"{stack.base_url}/metrics"),
@@ -160,6 +161,13 @@ def test_queue_gauges_come_from_redis_and_health_and_system_metrics_answer_sting
                    timeout_s=20)
     assert ("switchyard_queue_depth", frozenset({("queue", "chat")})) in samples
     assert ("switchyard_queue_dead_letters", frozenset({("queue", "ingest")})) in samples
+    # Deployments per state, from Postgres: every state listed, adding up to the table.
+    states = {dict(labels)["state"]: v for (name, labels), v in samples.items()
+              if name == "switchyard_deployments"}
+    assert {"pending", "running", "stopped", "failed"} <= set(states)
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://")) as db:
+        rows = db.execute("SELECT count(*) FROM deployments").fetchone()
+    assert rows is not None and sum(states.values()) == rows[0]
     with client(stack) as http:
         health = http.get("/health")
         assert health.status_code == 200
