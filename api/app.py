@@ -31,6 +31,7 @@ from api.routes import (
     admin_queues,
     admin_system,
     admin_users,
+    agent_turns,
     chat,
     jobs,
     messages,
@@ -39,6 +40,7 @@ from api.routes import (
     usage,
     ws_chat,
 )
+from api.routes import agents as agent_routes
 from api.routes import ask as ask_routes
 from api.routes import auth as auth_routes
 from api.routes import chains as chain_routes
@@ -123,7 +125,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *knowledge_routes.routes, *document_routes.routes, *upload_routes.routes,
               *embedding_routes.routes,
               *ask_routes.routes, *admin_jobs.routes, *chain_routes.routes,
-              *admin_job_ops.routes, *admin_queues.routes, *admin_audit.routes]
+              *admin_job_ops.routes, *admin_queues.routes, *admin_audit.routes,
+              *agent_turns.routes, *agent_routes.routes]
     # Key scopes (api/scopes.py): every /v1 route checks the one table before it runs.
     guard_routes(routes)
     app = Starlette(

@@ -12,6 +12,7 @@ from types import MappingProxyType
 
 from pydantic import BaseModel
 
+from schemas.agents import AgentTurnJob
 from schemas.chains import ChainRunJob, ChainStepJob
 from schemas.compare import CompareRequest
 from schemas.conversations import PruneJob
@@ -29,4 +30,5 @@ JOB_PAYLOADS: Mapping[str, type[BaseModel] | None] = MappingProxyType({
     "deploy": DeployJob,
     "chain": ChainRunJob,
     "chain_step": ChainStepJob,
+    "agent": AgentTurnJob,
 })

@@ -41,6 +41,7 @@ JOB_ROUTES: dict[str, JobRoute] = {
     "deploy": JobRoute(actor_name="run_deploy", queue_name="deploy"),
     "chain": JobRoute(actor_name="run_chain", queue_name="chains"),
     "chain_step": JobRoute(actor_name="run_chain_step", queue_name="chat"),
+    "agent": JobRoute(actor_name="run_agent_turn", queue_name="agents"),
 }
 
 # Not a job kind: the delivery of a finished job's webhook, retried with backoff.
@@ -67,6 +68,7 @@ QUEUE_GROUPS: Mapping[str, QueueGroup] = MappingProxyType({
     "ingest": QueueGroup.cpu,
     "deploy": QueueGroup.io,
     "chains": QueueGroup.io,
+    "agents": QueueGroup.io,
 })
 
 

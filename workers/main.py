@@ -15,8 +15,9 @@ from workers import (
     deploy,
     knowledge,
     noop,
+    turns,
     webhooks,
 )
 
 __all__ = ["broker", "chains", "chat", "compare", "conversations", "deploy", "knowledge",
-           "noop", "webhooks"]
+           "noop", "turns", "webhooks"]

@@ -70,6 +70,10 @@ class Behaviour:
     # Knob overrides for requests whose body names the model, e.g. an instant and a paced
     # model served by one fake: {"fake-paced": {"ttft_ms": 50, "gap_ms": 20}}.
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Knob overrides for a request whose last message is a tool result (an agent's next
+    # step), e.g. {"tool_call": None, "echo": True}: call a tool once, then answer with
+    # its result.
+    after_tool: dict[str, Any] | None = None
     record: bool = True  # keep `requests`; benchmarks turn it off so memory stays flat
     # OpenAI only. Answer 200 with exactly this body instead of a completion (an HTML page,
     # a broken or hand-made event stream); a list is sent frame by frame, `gap_ms` apart.
@@ -180,6 +184,10 @@ class FakeUpstream:
         model = body.get("model") if isinstance(body, dict) else None
         if isinstance(model, str) and model in behaviour.per_model:
             behaviour = dataclasses.replace(behaviour, **behaviour.per_model[model])
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if behaviour.after_tool is not None and messages and isinstance(messages[-1], dict) \
+                and messages[-1].get("role") == "tool":
+            behaviour = dataclasses.replace(behaviour, **behaviour.after_tool)
         override = request.headers.get("x-fake-behaviour")
         if override:
             behaviour = dataclasses.replace(behaviour, **json.loads(override))
@@ -219,7 +227,10 @@ class FakeUpstream:
         messages = body.get("messages") or []
         text = behaviour.text
         if behaviour.echo:
-            text = _last_user_text(messages)
+            last = messages[-1] if messages else {}
+            # After a tool result, echo that result (what an agent's answer would cite).
+            text = (str(last.get("content") or "") if last.get("role") == "tool"
+                    else _last_user_text(messages))
         tool = behaviour.tool_call
         prompt_words = sum(len(json.dumps(m.get("content", "")).split()) for m in messages)
         return wire.Reply(
