@@ -96,7 +96,8 @@ def read(row: Any) -> DeploymentRead:
 
 async def _row(svc: Services, deployment_id: str) -> Any:
     try:
-        uuid.UUID(deployment_id)
+        # Canonical: asyncpg refuses other spellings Python accepts ({…}, urn:uuid:…).
+        deployment_id = str(uuid.UUID(deployment_id))
     except ValueError:
         raise DeploymentNotFound(f"No deployment with id '{deployment_id}'.") from None
     async with svc.autocommit.connect() as conn:

@@ -392,6 +392,7 @@ def test_bad_deployments_are_refused_or_fail_with_a_reason_and_leave_nothing_run
         assert model_entry(http, exits["deployment"]["model"]) is None
         assert http.get(f"/v1/deployments/{uuid.uuid4()}").status_code == 404
         assert http.get("/v1/deployments/not-a-uuid").status_code == 404
+        assert http.get(f"/v1/deployments/%7B{uuid.uuid4()}%7D").status_code == 404
 
         unknown = deploy(http, upstream_model="no-such-model")
         failed = wait_state(http, unknown["deployment"]["id"], "failed")
