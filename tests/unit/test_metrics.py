@@ -93,3 +93,28 @@ def _end(child: subprocess.Popen[bytes]) -> None:
         if pipe is not None:
             pipe.close()
     child.wait(10)
+
+
+_API_PROCESS = textwrap.dedent("""
+    import sys, types
+    from api.http_metrics import HTTP_STATS, MULTIPROCESS, _record, exposition
+    assert MULTIPROCESS, "PROMETHEUS_MULTIPROC_DIR was not seen"
+    route = types.SimpleNamespace(path="/v1/jobs/{job_id}")
+    for _ in range(int(sys.argv[1])):
+        _record({"route": route, "method": "GET", "path": "/v1/jobs/x", "state": {}},
+                200, 0.01)
+    print(exposition()[0].decode(), flush=True)
+""")
+
+
+def test_api_processes_under_multiproc_dir_share_their_http_series(tmp_path: Path) -> None:
+    """Several uvicorn processes: each one's /metrics shows the requests of them all."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    outputs = [subprocess.run([sys.executable, "-c", _API_PROCESS, str(count)], env=env,
+                              capture_output=True, check=True, cwd=Path(__file__).parents[2])
+               .stdout.decode() for count in (2, 3)]
+    merged = _samples(outputs[-1])
+    labels = frozenset({("route", "/v1/jobs/{job_id}"), ("method", "GET"), ("status", "200")})
+    assert merged[("switchyard_http_requests_total", labels)] == 5
+    histogram = frozenset({("route", "/v1/jobs/{job_id}"), ("method", "GET"), ("le", "+Inf")})
+    assert merged[("switchyard_http_request_duration_seconds_bucket", histogram)] == 5
