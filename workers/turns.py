@@ -199,7 +199,8 @@ class _Turn:
                                   "status": status, "stop_reason": stop_reason,
                                   "usage": usage, "cost_usd": float(self.cost), **(extra or {})}
         if status == "requires_action":
-            await self.emit("requires_action", result["required_action"])
+            await self.emit("requires_action",
+                            {"tool_calls": result["required_action"]["tool_calls"]})
         else:
             await self.emit("turn.completed", {"usage": usage, "stop_reason": stop_reason,
                                                "output": result.get("output")})

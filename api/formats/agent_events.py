@@ -56,8 +56,8 @@ class AgentEventWriter:
         if event.type == "succeeded":
             result = event.data.get("result") or {}
             if result.get("status") == "requires_action":
-                return agent_frame(event.id, "requires_action",
-                                   result.get("required_action") or {})
+                waiting = (result.get("required_action") or {}).get("tool_calls") or []
+                return agent_frame(event.id, "requires_action", {"tool_calls": waiting})
             return agent_frame(event.id, "turn.completed", {
                 "usage": result.get("usage"), "stop_reason": result.get("stop_reason"),
                 "output": result.get("output")})
