@@ -156,6 +156,39 @@ def _listing_state(http: httpx.Client, owner: User, listing_id: str) -> Any:
     return body["status"], body["acquisitions"], body["rating_count"]
 
 
+def _agent(http: httpx.Client, owner: User) -> str:
+    response = http.post("/v1/agents", headers=owner.headers, json={
+        "name": "tenancy", "model": "dev/echo", "tools": [{"type": "calculator"}]})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _agent_state(http: httpx.Client, owner: User, agent_id: str) -> Any:
+    body = http.get(f"/v1/agents/{agent_id}", headers=owner.headers).json()
+    return body["name"], body["model"], body["tools"], body["updated_at"]
+
+
+def _agent_session(http: httpx.Client, owner: User) -> str:
+    """A session with one finished turn, so its items cannot change while B probes it."""
+    agent_id = _agent(http, owner)
+    response = http.post("/v1/agents/sessions", headers=owner.headers,
+                         json={"agentId": agent_id, "name": "tenancy"})
+    assert response.status_code == 201, response.text
+    session_id = str(response.json()["id"])
+    turn = http.post(f"/v1/agents/sessions/{session_id}/messages", headers=owner.headers,
+                     json={"role": "user", "content": "hello"})
+    assert turn.status_code == 202, turn.text
+    poll(lambda: http.get(f"/v1/agents/sessions/{session_id}",
+                          headers=owner.headers).json()["status"] == "idle",
+         timeout_s=30, what="the turn to finish")
+    return session_id
+
+
+def _agent_session_state(http: httpx.Client, owner: User, session_id: str) -> Any:
+    body = http.get(f"/v1/agents/sessions/{session_id}", headers=owner.headers).json()
+    return body["status"], [(i["type"], i["content"]) for i in body["items"]]
+
+
 RESOURCES = [
     Resource("active job", _submit_slow_job, _job_state, _JOB_PROBES, "/v1/jobs"),
     Resource("cancelled job", _cancelled_job, _job_state, _JOB_PROBES, "/v1/jobs"),
@@ -182,6 +215,14 @@ RESOURCES = [
         ("POST", "/v1/marketplace/listings/{id}/acquire"),
         ("POST", "/v1/marketplace/listings/{id}/ratings"),
         ("GET", "/v1/marketplace/listings/{id}/ratings")]),
+    Resource("agent", _agent, _agent_state, [
+        ("GET", "/v1/agents/{id}"), ("PUT", "/v1/agents/{id}"),
+        ("DELETE", "/v1/agents/{id}")], "/v1/agents"),
+    Resource("agent session", _agent_session, _agent_session_state, [
+        ("GET", "/v1/agents/sessions/{id}"), ("DELETE", "/v1/agents/sessions/{id}"),
+        ("POST", "/v1/agents/sessions/{id}/messages"),
+        ("POST", "/v1/agents/sessions/{id}/tool_results"),
+        ("GET", "/v1/agents/sessions/{id}/events")], "/v1/agents/sessions"),
 ]
 
 
