@@ -96,10 +96,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def chat(stack: Stack, model: str, text: str) -> str:
-    sdk = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=stack.admin_key,
-                        max_retries=0)
-    reply = sdk.chat.completions.create(model=model,
-                                        messages=[{"role": "user", "content": text}])
+    with openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=stack.admin_key,
+                       max_retries=0) as sdk:
+        reply = sdk.chat.completions.create(model=model,
+                                            messages=[{"role": "user", "content": text}])
     return reply.choices[0].message.content or ""
 
 
@@ -222,7 +222,11 @@ def test_an_endpoint_deployment_goes_unhealthy_when_its_server_dies_and_recovers
     fast: Stack, external_server: tuple[int, list[Any]],
 ) -> None:
     port, holder = external_server
-    with client(fast) as http:
+    with client(fast) as http, \
+            openai.OpenAI(base_url=f"{fast.base_url}/v1", api_key=fast.admin_key,
+                          max_retries=0) as sdk, \
+            anthropic.Anthropic(base_url=fast.base_url, api_key=fast.admin_key,
+                                max_retries=0) as claude:
         response = http.post("/v1/deployments", json={
             "name": "external", "model": f"ext/{uuid.uuid4().hex[:8]}",
             "upstream_model": "dev/lorem",
@@ -230,8 +234,6 @@ def test_an_endpoint_deployment_goes_unhealthy_when_its_server_dies_and_recovers
         assert response.status_code == 202, response.text
         dep = response.json()["deployment"]
         wait_state(http, dep["id"], "running")
-        sdk = openai.OpenAI(base_url=f"{fast.base_url}/v1", api_key=fast.admin_key,
-                            max_retries=0)
         reply = sdk.chat.completions.create(model=dep["model"], max_tokens=3,
                                             messages=[{"role": "user", "content": "x"}])
         assert reply.choices[0].message.content == "lorem ipsum dolor"
@@ -239,8 +241,6 @@ def test_an_endpoint_deployment_goes_unhealthy_when_its_server_dies_and_recovers
                                                messages=[{"role": "user", "content": "x"}])
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == \
             "lorem ipsum dolor sit"
-        claude = anthropic.Anthropic(base_url=fast.base_url, api_key=fast.admin_key,
-                                     max_retries=0)
         message = claude.messages.create(model=dep["model"], max_tokens=2,
                                          messages=[{"role": "user", "content": "x"}])
         assert message.content[0].text == "lorem ipsum"  # type: ignore[union-attr]

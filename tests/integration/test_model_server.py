@@ -52,20 +52,20 @@ def server(tmp_path: Path) -> Iterator[str]:
 def test_the_model_server_lists_the_dev_models_and_answers_through_the_openai_sdk(
     server: str,
 ) -> None:
-    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
-    assert sorted(m.id for m in client.models.list()) == ["dev/echo", "dev/lorem"]
-    reply = client.chat.completions.create(
-        model="dev/echo", messages=[{"role": "user", "content": "say these words back"}])
+    with openai.OpenAI(base_url=f"{server}/v1", api_key="unused") as client:
+        assert sorted(m.id for m in client.models.list()) == ["dev/echo", "dev/lorem"]
+        reply = client.chat.completions.create(
+            model="dev/echo", messages=[{"role": "user", "content": "say these words back"}])
     assert reply.choices[0].message.content == "say these words back"
     assert reply.usage is not None and reply.usage.completion_tokens == 4
 
 
 def test_the_model_server_streams_chunks_then_usage(server: str) -> None:
-    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
-    stream = client.chat.completions.create(
-        model="dev/lorem", max_tokens=5, stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "go"}])
-    chunks = list(stream)
+    with openai.OpenAI(base_url=f"{server}/v1", api_key="unused") as client:
+        stream = client.chat.completions.create(
+            model="dev/lorem", max_tokens=5, stream=True,
+            stream_options={"include_usage": True}, messages=[{"role": "user", "content": "go"}])
+        chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.split() == ["lorem", "ipsum", "dolor", "sit", "amet"]
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
@@ -74,8 +74,8 @@ def test_the_model_server_streams_chunks_then_usage(server: str) -> None:
 
 
 def test_an_unknown_model_is_a_404_in_openai_shape(server: str) -> None:
-    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
-    with pytest.raises(openai.NotFoundError) as caught:
+    with openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0) as client, \
+            pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert "nope" in caught.value.message
 
