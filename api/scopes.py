@@ -128,6 +128,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/agents/sessions/{}"): CHAT,
     ("POST", "/v1/agents/sessions/{}/messages"): CHAT,
     ("POST", "/v1/agents/sessions/{}/tool_results"): CHAT,
+    ("POST", "/v1/agents/sessions/{}/approvals"): CHAT,
     ("GET", "/v1/agents/sessions/{}/events"): CHAT,
     # Deployments (API.md)
     ("POST", "/v1/deployments"): DEPLOYMENTS,

@@ -131,7 +131,7 @@ class SessionCreate(BaseModel):
 class ItemRead(BaseModel):
     id: str
     seq: int
-    type: Literal["message", "tool_call", "tool_result"]
+    type: Literal["message", "tool_call", "tool_result", "approval"]
     role: str | None = None
     content: str | None = None
     data: dict[str, Any]
@@ -173,6 +173,17 @@ class ToolResultCreate(BaseModel):
     tool_call_id: str = Field(min_length=1, max_length=200)
     output: Any = None
     error: str | None = Field(default=None, max_length=100_000)
+    stream: bool = False
+
+
+class ApprovalCreate(BaseModel):
+    """The client's decision on one tool call that needs approval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool_call_id: str = Field(min_length=1, max_length=200)
+    approved: bool
+    reason: str | None = Field(default=None, max_length=2000)
     stream: bool = False
 
 

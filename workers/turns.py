@@ -83,7 +83,11 @@ class _Turn:
             items = await self._items()
             pending = pending_calls(items)
             if pending:
-                waiting = await self._run_tools(pending)
+                unapproved, waiting = await self._run_tools(pending, _approvals(items))
+                if unapproved:
+                    return await self._end("requires_approval", stop_reason="requires_approval",
+                                           extra={"required_action": {"type": "approvals",
+                                                  "tool_calls": unapproved}})
                 if waiting:
                     return await self._end("requires_action", stop_reason="requires_action",
                                            extra={"required_action": {"type": "tool_calls",
@@ -157,19 +161,31 @@ class _Turn:
         result["tool_calls"] = calls
         return result
 
-    async def _run_tools(self, pending: list[Call]) -> list[dict[str, Any]]:
-        """Run the server-side calls, committing each result; the client's calls are left
-        waiting and returned."""
+    async def _run_tools(self, pending: list[Call], approvals: dict[str, bool],
+                         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Run the server-side calls, committing each result; returns the calls that wait
+        for an approval and the client's calls, which wait for their results."""
+        unapproved: list[dict[str, Any]] = []
         waiting: list[dict[str, Any]] = []
         for call in pending:
             self._check_time()
             tool = tool_named(self.agent.tools, call.name)
-            if tool is not None and tool["type"] == "function":
-                waiting.append({"id": call.id, "name": call.name, "arguments": call.arguments})
+            shown = {"id": call.id, "name": call.name, "arguments": call.arguments}
+            denied = False
+            if tool is not None and tool.get("approval_required"):
+                if call.id not in approvals:
+                    unapproved.append(shown)
+                    continue
+                denied = not approvals[call.id]
+            if tool is not None and tool["type"] == "function" and not denied:
+                waiting.append(shown)
                 continue
             error: str | None
             if tool is None:
                 output, error, elapsed_ms, sources = "", f"unknown tool '{call.name}'", 0.0, None
+            elif denied:
+                output, error, elapsed_ms, sources = "", "the user denied this tool call", 0.0, \
+                    None
             else:
                 outcome = await run_builtin(self.res, self.job.owner_id, self.agent, tool, call)
                 output, error = outcome.output, outcome.error
@@ -187,19 +203,22 @@ class _Turn:
             if sources is not None:
                 event["sources"] = sources
             await self.emit("tool_result", event)
-        return waiting
+        return unapproved, waiting
 
     async def _end(self, session_status: str, *, stop_reason: str,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
         usage = {"prompt_tokens": self.prompt_tokens,
                  "completion_tokens": self.completion_tokens,
                  "total_tokens": self.prompt_tokens + self.completion_tokens}
-        status = "requires_action" if session_status == "requires_action" else "completed"
+        status = session_status if session_status.startswith("requires_") else "completed"
         result: dict[str, Any] = {"object": "agent.turn", "session_id": self.session_id,
                                   "status": status, "stop_reason": stop_reason,
                                   "usage": usage, "cost_usd": float(self.cost), **(extra or {})}
         if status == "requires_action":
             await self.emit("requires_action",
+                            {"tool_calls": result["required_action"]["tool_calls"]})
+        elif status == "requires_approval":
+            await self.emit("approval_required",
                             {"tool_calls": result["required_action"]["tool_calls"]})
         else:
             await self.emit("turn.completed", {"usage": usage, "stop_reason": stop_reason,
@@ -225,3 +244,9 @@ class _Turn:
             return row
 
         return finish
+
+
+def _approvals(items: list[Any]) -> dict[str, bool]:
+    """The client's decision on each call that needed one (call id -> approved)."""
+    return {item.call_id: bool(item.data.get("approved"))
+            for item in items if item.type == "approval"}

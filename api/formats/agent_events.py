@@ -2,8 +2,8 @@
 `id:` (the job log's event id, for `Last-Event-ID`).
 
 Only the turn's own events go out (`message.delta`, `tool_call`, `tool_result`,
-`requires_action`, `turn.completed`, `turn.failed`); the job's lifecycle events do not.
-Every stream ends with `turn.completed`, `requires_action` or `turn.failed`: a job that
+`requires_action`, `approval_required`, `turn.completed`, `turn.failed`); the job's
+lifecycle events do not. Every stream ends with one of the last four: a job that
 ended without one (failed, cancelled, or its end published by a redelivery) gets one made
 from its terminal event. Items are committed as they happen, so a `retry` (a redelivered
 turn) does not end the stream: the turn carries on from its last committed item.
@@ -21,8 +21,8 @@ from schemas.events import JobFailure, failure_of
 from schemas.jobs import Event
 
 AGENT_EVENTS = frozenset({"message.delta", "tool_call", "tool_result", "requires_action",
-                          "turn.completed", "turn.failed"})
-_ENDS = frozenset({"requires_action", "turn.completed", "turn.failed"})
+                          "approval_required", "turn.completed", "turn.failed"})
+_ENDS = frozenset({"requires_action", "approval_required", "turn.completed", "turn.failed"})
 
 
 def agent_frame(event_id: str | None, type_: str, data: dict[str, Any]) -> bytes:
@@ -55,9 +55,11 @@ class AgentEventWriter:
             return None
         if event.type == "succeeded":
             result = event.data.get("result") or {}
-            if result.get("status") == "requires_action":
+            if result.get("status") in ("requires_action", "requires_approval"):
                 waiting = (result.get("required_action") or {}).get("tool_calls") or []
-                return agent_frame(event.id, "requires_action", {"tool_calls": waiting})
+                type_ = ("requires_action" if result["status"] == "requires_action"
+                         else "approval_required")
+                return agent_frame(event.id, type_, {"tool_calls": waiting})
             return agent_frame(event.id, "turn.completed", {
                 "usage": result.get("usage"), "stop_reason": result.get("stop_reason"),
                 "output": result.get("output")})

@@ -1,12 +1,13 @@
 """Turns of an agent session: a message starts one (an `agent` job), tool results resume
-one that stopped with `requires_action`, and its events stream as SSE (resumable with
-`Last-Event-ID`). The user's message (or the client's tool result) is written in the job's
+one that stopped with `requires_action`, approvals one that stopped with
+`approval_required`, and its events stream as SSE (resumable with `Last-Event-ID`). The user's message (or the client's tool result) is written in the job's
 own transaction, with the session row locked, so two turns of one session never overlap.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -24,14 +25,14 @@ from api.job_control import submit_job
 from api.job_replies import event_stream
 from api.job_stream import JobStream
 from api.openapi import doc
-from api.routes.agents import load_session, session_id_of, session_read
+from api.routes.agents import load_agent, load_session, session_id_of, session_read
 from api.routes.jobs import job_read
-from pipelines.agent_items import AgentSessionNotFound, pending_calls
+from pipelines.agent_items import AgentSessionNotFound, pending_calls, tool_named
 from pipelines.db import agents as agents_db
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict
 from pipelines.events import is_valid_stream_id
-from schemas.agents import MessageCreate, ToolResultCreate
+from schemas.agents import ApprovalCreate, MessageCreate, ToolResultCreate
 
 _STREAM_MARGIN_S = 60.0
 _LIVE_JOB = ("queued", "running")
@@ -50,11 +51,13 @@ async def _locked_idle(conn: AsyncConnection, session_id: str, owner_id: str,
         if job is None or job.status not in _LIVE_JOB:
             status = "idle"
     if status != expect:
+        if status == "requires_approval":
+            raise Conflict("The session waits for tool approvals (POST …/approvals).")
         if status == "requires_action":
             raise Conflict("The session waits for tool results (POST …/tool_results).")
         if status == "running":
             raise Conflict("A turn of this session is still running.")
-        raise Conflict("The session has no turn waiting for tool results.")
+        raise Conflict("The session has no turn waiting for this answer.")
     return row
 
 
@@ -108,6 +111,32 @@ async def post_message(request: Request) -> Response:
     return await _start(request, session_id, body.stream, write)
 
 
+Record = Callable[[AsyncConnection, "str | None", Sequence[Any]], Awaitable[list[str]]]
+
+
+async def _answer(request: Request, session_id: str, owner_id: str, expect: str,
+                  stream: bool, record: Record) -> Response:
+    """Record one answer (`record` checks it against the items and returns the calls still
+    open after it); the last answer resumes the turn as a new job, earlier ones get 200."""
+    svc = services(request)
+
+    async def write(conn: AsyncConnection, job_id: str | None) -> list[str]:
+        await _locked_idle(conn, session_id, owner_id, expect)
+        items = (await conn.execute(agents_db.items_of(session_id))).all()
+        return await record(conn, job_id, items)
+
+    async with svc.engine.begin() as conn:
+        left = await write(conn, None)
+    if left:
+        session = await load_session(svc, owner_id, session_id)
+        return json_response(session_read(session), status=200)
+
+    async def resume(conn: AsyncConnection, job_id: str) -> None:
+        await _locked_idle(conn, session_id, owner_id, expect)
+
+    return await _start(request, session_id, stream, resume)
+
+
 @doc("Answer one client tool call of a turn that stopped with requires_action; the last "
      "answer resumes the turn (SSE if stream, else 202), earlier ones answer 200",
      body=ToolResultCreate, streams=True, status=202, tags=["agents"])
@@ -120,10 +149,8 @@ async def post_tool_result(request: Request) -> Response:
     output = body.output if isinstance(body.output, str) or body.output is None \
         else json.dumps(body.output)
 
-    async def write(conn: AsyncConnection, job_id: str | None) -> list[str]:
-        """Record the result; the ids of the client calls still unanswered after it."""
-        await _locked_idle(conn, session_id, owner_id, "requires_action")
-        items = (await conn.execute(agents_db.items_of(session_id))).all()
+    async def record(conn: AsyncConnection, job_id: str | None,
+                     items: Sequence[Any]) -> list[str]:
         waiting = [call.id for call in pending_calls(items)]
         if body.tool_call_id not in waiting:
             raise ApiError(422, "VALIDATION_FAILED",
@@ -136,22 +163,37 @@ async def post_tool_result(request: Request) -> Response:
                   "client": True}))
         return [call_id for call_id in waiting if call_id != body.tool_call_id]
 
-    async with svc.engine.begin() as conn:
-        items = (await conn.execute(agents_db.items_of(session_id))).all()
-    still = [c.id for c in pending_calls(items) if c.id != body.tool_call_id]
-    if still:
-        async with svc.engine.begin() as conn:
-            left = await write(conn, None)
-        if left:
-            session = await load_session(svc, owner_id, session_id)
-            return json_response(session_read(session), status=200)
+    return await _answer(request, session_id, owner_id, "requires_action", body.stream,
+                         record)
 
-        async def resume(conn: AsyncConnection, job_id: str) -> None:
-            # The other answers arrived meanwhile: this one completed the set.
-            await _locked_idle(conn, session_id, owner_id, "requires_action")
 
-        return await _start(request, session_id, body.stream, resume)
-    return await _start(request, session_id, body.stream, write)
+@doc("Approve or deny one tool call of a turn that stopped with approval_required; the "
+     "last decision resumes the turn (a denied call returns an error to the model)",
+     body=ApprovalCreate, streams=True, status=202, tags=["agents"])
+async def post_approval(request: Request) -> Response:
+    svc = services(request)
+    owner_id = principal(request).owner_id
+    session_id = session_id_of(request)
+    session = await load_session(svc, owner_id, session_id)
+    agent = await load_agent(svc, owner_id, str(session.agent_id))
+    body = await parse(request, ApprovalCreate, svc.settings.max_json_body_bytes)
+
+    async def record(conn: AsyncConnection, job_id: str | None,
+                     items: Sequence[Any]) -> list[str]:
+        decided = {item.call_id for item in items if item.type == "approval"}
+        open_ = [call.id for call in pending_calls(items) if call.id not in decided
+                 and (tool_named(agent.tools, call.name) or {}).get("approval_required")]
+        if body.tool_call_id not in open_:
+            raise ApiError(422, "VALIDATION_FAILED",
+                           f"No tool call '{body.tool_call_id}' waits for an approval.",
+                           param="tool_call_id")
+        await conn.execute(agents_db.insert_item(
+            session_id=session_id, job_id=job_id, type_="approval",
+            call_id=body.tool_call_id, data={"approved": body.approved, "reason": body.reason}))
+        return [call_id for call_id in open_ if call_id != body.tool_call_id]
+
+    return await _answer(request, session_id, owner_id, "requires_approval", body.stream,
+                         record)
 
 
 @doc("Follow the session's latest turn as SSE; resumes after Last-Event-ID (header or "
@@ -175,5 +217,6 @@ routes = [
     Route("/v1/agents/sessions/{session_id}/messages", post_message, methods=["POST"]),
     Route("/v1/agents/sessions/{session_id}/tool_results", post_tool_result,
           methods=["POST"]),
+    Route("/v1/agents/sessions/{session_id}/approvals", post_approval, methods=["POST"]),
     Route("/v1/agents/sessions/{session_id}/events", session_events, methods=["GET"]),
 ]

@@ -261,3 +261,52 @@ def test_a_worker_killed_after_a_tool_result_does_not_run_the_tool_again(
     # One model step asked for the tool; every later request carried its one result.
     asked = [r.body for r in upstream.requests if r.body["messages"][-1]["role"] == "user"]
     assert len(asked) == 1
+
+
+@pytest.mark.parametrize("approved", [True, False])
+def test_a_tool_that_needs_approval_runs_only_once_approved(
+        http: httpx.Client, upstream: FakeUpstream, model: str, approved: bool) -> None:
+    upstream.reset(tool_call={"name": "calculator", "arguments": {"expression": "6*7"}},
+                   text="", after_tool=ANSWER_WITH_RESULT)
+    agent = new_agent(http, model, [{"type": "calculator", "approval_required": True}])
+    session_id = new_session(http, agent["id"])
+    path = f"/v1/agents/sessions/{session_id}"
+    _, events = stream_turn(http, f"{path}/messages", {"role": "user", "content": "6*7?"})
+    assert [t for t, _ in events] == ["tool_call", "approval_required"]
+    call_id = events[-1][1]["tool_calls"][0]["id"]
+    assert http.get(path).json()["status"] == "requires_approval"
+    assert http.post(f"{path}/tool_results", json={"tool_call_id": call_id,
+                                                   "output": "x"}).status_code == 409
+    _, resumed = stream_turn(http, f"{path}/approvals",
+                             {"tool_call_id": call_id, "approved": approved})
+    result = dict(resumed)["tool_result"]
+    if approved:
+        assert result["output"] == "42" and result["error"] is None
+    else:
+        assert result["output"] == "" and result["error"] == "the user denied this tool call"
+    assert resumed[-1][0] == "turn.completed"
+    types = [i["type"] for i in items_of(http, session_id)]
+    assert types == ["message", "message", "tool_call", "approval", "tool_result", "message"]
+
+
+def test_the_session_stream_resumes_after_last_event_id(
+        http: httpx.Client, upstream: FakeUpstream, model: str) -> None:
+    upstream.reset(tool_call={"name": "current_time", "arguments": {}}, text="",
+                   after_tool=ANSWER_WITH_RESULT)
+    agent = new_agent(http, model, [{"type": "current_time"}])
+    session_id = new_session(http, agent["id"])
+    path = f"/v1/agents/sessions/{session_id}"
+    stream_turn(http, f"{path}/messages", {"role": "user", "content": "time?"})
+
+    def replay(headers: dict[str, str]) -> list[tuple[str, str]]:
+        with connect_sse(http, "GET", f"{path}/events", headers=headers) as source:
+            assert source.response.status_code == 200
+            return [(sse.id, sse.event) for sse in source.iter_sse() if sse.data]
+
+    whole = replay({})
+    assert [t for _, t in whole][:2] == ["tool_call", "tool_result"]
+    assert whole[-1][1] == "turn.completed"
+    after_call = replay({"Last-Event-ID": whole[0][0]})
+    assert after_call == whole[1:]
+    bad = http.get(f"{path}/events", headers={"Last-Event-ID": "nonsense"})
+    assert bad.status_code == 400
