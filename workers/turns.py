@@ -12,6 +12,7 @@ that resumes the turn.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
 from typing import Any
@@ -60,7 +61,13 @@ async def run_agent_turn(job: Job, spec: AgentTurnJob) -> dict[str, Any]:
     if agent is None:
         raise AgentNotFound("The session's agent no longer exists.")
     turn = _Turn(res, job, spec.session_id, agent)
-    return await turn.run()
+    limit_s = float(turn.limits.get("timeout_s") or 300)
+    try:
+        # Bounds a model step that hangs too, not only the gaps between steps.
+        async with asyncio.timeout(limit_s):
+            return await turn.run()
+    except TimeoutError:
+        raise TurnTimedOut(f"The turn ran longer than {limit_s:g} s.") from None
 
 
 class _Turn:

@@ -310,3 +310,20 @@ def test_the_session_stream_resumes_after_last_event_id(
     assert after_call == whole[1:]
     bad = http.get(f"{path}/events", headers={"Last-Event-ID": "nonsense"})
     assert bad.status_code == 400
+
+
+def test_a_turn_past_its_time_limit_fails_with_turn_failed_and_frees_the_session(
+        http: httpx.Client, upstream: FakeUpstream, model: str) -> None:
+    upstream.reset(hang=True)
+    agent = new_agent(http, model, [{"type": "calculator"}], limits={"timeout_s": 1})
+    session_id = new_session(http, agent["id"])
+    path = f"/v1/agents/sessions/{session_id}"
+    job_id, events = stream_turn(http, f"{path}/messages", {"role": "user", "content": "hi"})
+    assert [t for t, _ in events] == ["turn.failed"]
+    assert events[0][1]["error"]["code"] == "TIMEOUT"
+    assert wait_status(http, job_id)["status"] == "failed"
+    # A failed turn leaves the session usable: the next message starts a new turn.
+    upstream.reset(text="back again")
+    _, again = stream_turn(http, f"{path}/messages", {"role": "user", "content": "retry"})
+    assert again[-1][0] == "turn.completed"
+    assert "".join(d["delta"] for t, d in again if t == "message.delta") == "back again"
