@@ -14,6 +14,7 @@ from starlette.routing import Route
 from api.bodies import int_query, json_response, parse, path_id
 from api.context import Services, principal, services
 from api.errors import ApiError
+from api.job_control import cancel_job
 from api.knowledge_access import search_groups
 from api.openapi import doc
 from pipelines.agent_items import AgentNotFound, AgentSessionNotFound
@@ -189,14 +190,19 @@ async def get_session(request: Request) -> Response:
     return json_response(session_read(row, items))
 
 
-@doc("Delete a session and its items", status=204, tags=["agents"])
+@doc("Delete a session and its items; a turn still running is cancelled", status=204,
+     tags=["agents"])
 async def delete_session(request: Request) -> Response:
+    svc = services(request)
+    owner_id = principal(request).owner_id
     session_id = session_id_of(request)
-    async with services(request).engine.begin() as conn:
-        row = (await conn.execute(agents_db.delete_session(
-            session_id, principal(request).owner_id))).first()
+    async with svc.engine.begin() as conn:
+        row = (await conn.execute(agents_db.delete_session(session_id, owner_id))).first()
     if row is None:
         raise AgentSessionNotFound(f"No agent session with id '{session_id}'.")
+    if row.status == "running" and row.last_job_id is not None:
+        # Its worker would otherwise go on calling the model for a session that is gone.
+        await cancel_job(svc, str(row.last_job_id), owner_id, "the session was deleted")
     return Response(status_code=204)
 
 

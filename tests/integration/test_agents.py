@@ -327,3 +327,19 @@ def test_a_turn_past_its_time_limit_fails_with_turn_failed_and_frees_the_session
     _, again = stream_turn(http, f"{path}/messages", {"role": "user", "content": "retry"})
     assert again[-1][0] == "turn.completed"
     assert "".join(d["delta"] for t, d in again if t == "message.delta") == "back again"
+
+
+def test_deleting_a_session_cancels_its_running_turn(
+        http: httpx.Client, upstream: FakeUpstream, model: str) -> None:
+    upstream.reset(hang=True)
+    agent = new_agent(http, model, [])
+    session_id = new_session(http, agent["id"])
+    sent = http.post(f"/v1/agents/sessions/{session_id}/messages",
+                     json={"role": "user", "content": "hi"})
+    assert sent.status_code == 202
+    assert upstream.wait_for(lambda: any(r.outcome == "hung" for r in upstream.requests),
+                             timeout_s=30)
+    assert http.delete(f"/v1/agents/sessions/{session_id}").status_code == 204
+    assert wait_status(http, sent.json()["id"])["status"] == "cancelled"
+    assert http.get(f"/v1/agents/sessions/{session_id}").status_code == 404
+    upstream.reset()
