@@ -343,3 +343,22 @@ def test_deleting_a_session_cancels_its_running_turn(
     assert wait_status(http, sent.json()["id"])["status"] == "cancelled"
     assert http.get(f"/v1/agents/sessions/{session_id}").status_code == 404
     upstream.reset()
+
+
+def test_http_get_reaches_only_hosts_on_the_agents_allow_list(
+        http: httpx.Client, upstream: FakeUpstream, model: str) -> None:
+    url = f"http://127.0.0.1:{upstream.port}/v1/models"
+    upstream.reset(tool_call={"name": "http_get", "arguments": {"url": url}}, text="",
+                   after_tool=ANSWER_WITH_RESULT)
+    allowed = new_agent(http, model, [{"type": "http_get", "allowed_hosts": ["127.0.0.1"]}])
+    _, events = stream_turn(http, f"/v1/agents/sessions/{new_session(http, allowed['id'])}"
+                            "/messages", {"role": "user", "content": "list models"})
+    result = dict(events)["tool_result"]
+    assert result["error"] is None and result["output"].startswith("HTTP 200\n")
+    assert "fake-model" in result["output"]
+
+    other = new_agent(http, model, [{"type": "http_get", "allowed_hosts": ["example.com"]}])
+    _, events = stream_turn(http, f"/v1/agents/sessions/{new_session(http, other['id'])}"
+                            "/messages", {"role": "user", "content": "list models"})
+    refused = dict(events)["tool_result"]
+    assert refused["output"] == "" and "allow-list" in refused["error"]
