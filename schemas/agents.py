@@ -187,6 +187,13 @@ class ApprovalCreate(BaseModel):
     stream: bool = False
 
 
+class AgentWsStart(BaseModel):
+    """A WebSocket chat `start` that runs a turn of an agent session instead of a chat."""
+
+    agent_session_id: EntityId
+    content: str = Field(min_length=1, max_length=200_000)
+
+
 class AgentTurnJob(BaseModel):
     """An `agent` job's input: the session whose turn runs (its items are the state)."""
 

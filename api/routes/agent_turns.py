@@ -1,7 +1,9 @@
 """Turns of an agent session: a message starts one (an `agent` job), tool results resume
 one that stopped with `requires_action`, approvals one that stopped with
-`approval_required`, and its events stream as SSE (resumable with `Last-Event-ID`). The user's message (or the client's tool result) is written in the job's
-own transaction, with the session row locked, so two turns of one session never overlap.
+`approval_required`, and its events stream as SSE (resumable with `Last-Event-ID`). The
+user's message (or the client's answer) is written in the job's own transaction, with the
+session row locked, so two turns of one session never overlap. `WS /v1/ws/chat` starts
+turns through `turn_submitter` too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.bodies import json_response, parse
-from api.context import principal, services
+from api.context import Principal, Services, principal, services
 from api.errors import ApiError
 from api.formats.agent_events import AgentEventWriter
 from api.job_control import submit_job
@@ -61,12 +63,9 @@ async def _locked_idle(conn: AsyncConnection, session_id: str, owner_id: str,
     return row
 
 
-async def _start(request: Request, session_id: str, stream: bool,
-                 write: Any) -> Response:
-    """Submit an `agent` job whose transaction runs `write(conn, job_id)` first."""
-    svc = services(request)
-    who = principal(request)
-    job_id = jobs_db.new_job_id()
+def turn_submitter(svc: Services, who: Principal, session_id: str, job_id: str,
+                   write: Any) -> Callable[[], Awaitable[Any]]:
+    """Submits an `agent` job whose transaction runs `write(conn, job_id)` first."""
 
     async def on_submit(conn: AsyncConnection, new_job_id: str) -> None:
         await write(conn, new_job_id)
@@ -77,6 +76,28 @@ async def _start(request: Request, session_id: str, stream: bool,
                                   input={"session_id": session_id}, key_id=who.key_id,
                                   on_submit=on_submit, job_id=job_id)
         return row
+
+    return submit
+
+
+def user_message(session_id: str, owner_id: str, role: str, content: str) -> Any:
+    """The write that starts a turn: the session must be idle; the message is its first item."""
+
+    async def write(conn: AsyncConnection, job_id: str) -> None:
+        await _locked_idle(conn, session_id, owner_id, "idle")
+        await conn.execute(agents_db.insert_item(
+            session_id=session_id, job_id=job_id, type_="message", role=role,
+            content=content))
+
+    return write
+
+
+async def _start(request: Request, session_id: str, stream: bool,
+                 write: Any) -> Response:
+    """Submit an `agent` job whose transaction runs `write(conn, job_id)` first."""
+    svc = services(request)
+    job_id = jobs_db.new_job_id()
+    submit = turn_submitter(svc, principal(request), session_id, job_id, write)
 
     if stream:
         # Hanging up does not stop the turn: its items stay readable in the session.
@@ -102,13 +123,8 @@ async def post_message(request: Request) -> Response:
     await load_session(svc, owner_id, session_id)
     body = await parse(request, MessageCreate, svc.settings.max_json_body_bytes)
 
-    async def write(conn: AsyncConnection, job_id: str) -> None:
-        await _locked_idle(conn, session_id, owner_id, "idle")
-        await conn.execute(agents_db.insert_item(
-            session_id=session_id, job_id=job_id, type_="message", role=body.role,
-            content=body.content))
-
-    return await _start(request, session_id, body.stream, write)
+    return await _start(request, session_id, body.stream,
+                        user_message(session_id, owner_id, body.role, body.content))
 
 
 Record = Callable[[AsyncConnection, "str | None", Sequence[Any]], Awaitable[list[str]]]

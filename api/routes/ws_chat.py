@@ -1,6 +1,8 @@
 """`WS /v1/ws/chat`: chat over one WebSocket, one generation at a time.
 
-Client frames: `{type: "start", model, messages, …OpenAI parameters, id?}`,
+Client frames: `{type: "start", model, messages, …OpenAI parameters, id?}` (or `{type:
+"start", agent_session_id, content}`: one turn of an agent session, whose server-side
+tools add `tool_call` and `tool_result` frames),
 `{type: "stop"}`, `{type: "ping"}`, `{type: "subscribe", channel: "model_status"}`. Server
 frames: `{type: "content", delta, content}`
 (the same text twice: `content` is what Stack 2.9's clients read), `{type: "tool_call",
@@ -36,8 +38,12 @@ from api.hub import RESYNC
 from api.job_control import cancel_job
 from api.job_replies import open_chat
 from api.job_stream import JobStream
+from api.routes.agent_turns import turn_submitter, user_message
+from api.routes.agents import load_session
+from pipelines.db.jobs import new_job_id
 from pipelines.deploy.lifecycle import DEPLOYMENTS_LOG
 from pipelines.errors import DomainError
+from schemas.agents import AgentWsStart
 from schemas.events import JobFailure
 from schemas.jobs import Event
 from schemas.openai import ChatCompletionRequest
@@ -85,6 +91,54 @@ class _Frames(AnswerWriter[list[Frame]]):
         return [frame]
 
 
+class _AgentFrames(AnswerWriter[list[Frame]]):
+    """An agent turn's events as Stack 2.9's frames: `content` for the answer's text,
+    `tool_call` and `tool_result` as server-side tools run, `done` at the end of the turn
+    (also when it waits for client tool results or approvals, with that as its
+    finish_reason and the calls waiting)."""
+
+    def __init__(self, session: _Session, job_id: str) -> None:
+        self._session = session
+        self._job_id = job_id
+
+    def event(self, event: Event) -> list[Frame] | None:
+        if self._session.stopped:
+            return None
+        data = event.data
+        if event.type == "message.delta":
+            self.sent_content = True
+            return [{"type": "content", "delta": data["delta"], "content": data["delta"]}]
+        if event.type == "tool_call":
+            # `tool_call_id`, not `id`: a start's `id` is echoed in `id` on every frame.
+            return [{"type": "tool_call", "tool_call_id": data["id"], "name": data["name"],
+                     "arguments": data["arguments"]}]
+        if event.type == "tool_result":
+            return [{"type": "tool_result", **data}]
+        return None
+
+    def terminal(self, event: Event) -> list[Frame] | None:
+        if event.type == "cancelled":
+            return self._last({"type": "done", "job_id": self._job_id,
+                               "finish_reason": "cancelled", "usage": None})
+        return super().terminal(event)
+
+    def finish(self, result: Any) -> list[Frame]:
+        frame: Frame = {"type": "done", "job_id": self._job_id,
+                        "finish_reason": result.get("stop_reason"),
+                        "usage": result.get("usage")}
+        if required := result.get("required_action"):
+            frame["tool_calls"] = required.get("tool_calls")
+        return self._last(frame)
+
+    def error(self, failure: JobFailure) -> list[Frame]:
+        return self._last({"type": "error", "code": failure["code"],
+                           "message": failure["message"], "job_id": self._job_id})
+
+    def _last(self, frame: Frame) -> list[Frame]:
+        self._session.running = False
+        return [frame]
+
+
 class _Session:
     """One socket: at most one running generation, and a lock so frames never interleave."""
 
@@ -117,6 +171,9 @@ class _Session:
             return
         self.tag = message.pop("id", None)
         message.pop("type", None)
+        if "agent_session_id" in message:
+            await self._start_agent(message)
+            return
         try:
             body = ChatCompletionRequest.model_validate(message)
             # Leaving the socket cancels the job: nobody is left to read it.
@@ -135,6 +192,32 @@ class _Session:
         self.forwarder = asyncio.get_running_loop().create_task(
             self._forward(stream, _Frames(self, stream.job_id)))
 
+    async def _start_agent(self, message: dict[str, Any]) -> None:
+        """Run one turn of an agent session; its frames include server tools' results."""
+        svc, who = services(self.ws), principal(self.ws)
+        try:
+            body = AgentWsStart.model_validate(message)
+            await load_session(svc, who.owner_id, body.agent_session_id)
+            job_id = new_job_id()
+            submit = turn_submitter(svc, who, body.agent_session_id, job_id, user_message(
+                body.agent_session_id, who.owner_id, "user", body.content))
+            # Leaving the socket does not stop the turn: its items stay in the session.
+            stream = await JobStream.submit(svc.hub, svc.events, job_id, submit,
+                                            keepalive_s=svc.settings.sse_keepalive_s,
+                                            lifetime_s=svc.settings.max_sse_lifetime_s)
+        except ValidationError as exc:
+            details = validation_details(exc)
+            await self.error("VALIDATION_FAILED",
+                             f"Invalid start: {details[0]['field']}: {details[0]['message']}",
+                             details=details)
+            return
+        except DomainError as exc:
+            await self.error(exc.code, exc.message)
+            return
+        self.stream, self.stopped, self.running = stream, False, True
+        self.forwarder = asyncio.get_running_loop().create_task(
+            self._forward(stream, _AgentFrames(self, job_id)))
+
     async def stop(self) -> None:
         if not self.busy or self.stream is None or self.stopped:
             return
@@ -142,7 +225,7 @@ class _Session:
         await cancel_job(services(self.ws), self.stream.job_id, principal(self.ws).owner_id,
                          "stopped by client")
 
-    async def _forward(self, stream: JobStream, writer: _Frames) -> None:
+    async def _forward(self, stream: JobStream, writer: _Frames | _AgentFrames) -> None:
         async for frames in stream.frames(writer):
             for frame in frames:
                 await self.send(frame)

@@ -7,6 +7,7 @@ Each turn's items are read back from the session, and its events from the SSE st
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import connect_sse
+from websockets.sync.client import connect as ws_connect
 
 from tests.fakes.upstream import FakeUpstream
 from tests.integration.conftest import Stack
@@ -362,3 +364,27 @@ def test_http_get_reaches_only_hosts_on_the_agents_allow_list(
                             "/messages", {"role": "user", "content": "list models"})
     refused = dict(events)["tool_result"]
     assert refused["output"] == "" and "allow-list" in refused["error"]
+
+
+def test_websocket_chat_runs_an_agent_turn_with_tool_frames(
+        http: httpx.Client, stack: Stack, upstream: FakeUpstream, model: str) -> None:
+    upstream.reset(tool_call={"name": "calculator", "arguments": {"expression": "2+3"}},
+                   text="", after_tool=ANSWER_WITH_RESULT)
+    agent = new_agent(http, model, [{"type": "calculator"}])
+    session_id = new_session(http, agent["id"])
+    url = stack.base_url.replace("http://", "ws://") + "/v1/ws/chat"
+    frames: list[dict[str, Any]] = []
+    with ws_connect(url, additional_headers=stack.headers, open_timeout=10) as socket:
+        socket.send(json.dumps({"type": "start", "agent_session_id": session_id,
+                                "content": "2+3?", "id": "t1"}))
+        while not frames or frames[-1]["type"] not in ("done", "error"):
+            frames.append(json.loads(socket.recv(timeout=30)))
+        socket.send(json.dumps({"type": "start", "agent_session_id": str(uuid.uuid4()),
+                                "content": "x"}))
+        missing = json.loads(socket.recv(timeout=30))
+    types = [f["type"] for f in frames]
+    assert types[0] == "tool_call" and types[1] == "tool_result" and types[-1] == "done", types
+    assert frames[1]["output"] == "5" and frames[1]["tool_call_id"] == frames[0]["tool_call_id"]
+    assert "".join(f["content"] for f in frames if f["type"] == "content") == "5"
+    assert frames[-1]["finish_reason"] == "stop" and all(f["id"] == "t1" for f in frames)
+    assert missing["type"] == "error" and missing["code"] == "RESOURCE_NOT_FOUND"
