@@ -292,6 +292,8 @@ _JOB_ERROR_STATUS = {
     "UPSTREAM_ERROR": 502,
     "UPSTREAM_UNAVAILABLE": 502,
     "UPSTREAM_TIMEOUT": 504,
+    # An agent turn past its time limit.
+    "TIMEOUT": 504,
     "RATE_LIMIT_EXCEEDED": 429,
     "MODEL_NOT_FOUND": 404,
     "MODEL_UNAVAILABLE": 503,

@@ -52,7 +52,7 @@ _CHAT_PREFIXES = ("/v1/chat/", "/v1/messages", "/v1/ws/chat", "/v1/compare", "/v
                   "/v1/embeddings")
 # The allowance a job of each kind spends; other kinds spend "general".
 JOB_GROUPS = {"chat": "chat", "compare": "chat", "chain": "chat", "prune": "chat",
-              "ingest": "upload"}
+              "agent": "chat", "ingest": "upload"}
 
 # limits 5.8's acquire_sliding_window.lua, plus: ARGV[4] = 1 only tests (nothing is
 # spent), and the counters it read come back for the headers. Times are in milliseconds.

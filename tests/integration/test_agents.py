@@ -322,7 +322,7 @@ def test_a_turn_past_its_time_limit_fails_with_turn_failed_and_frees_the_session
     path = f"/v1/agents/sessions/{session_id}"
     job_id, events = stream_turn(http, f"{path}/messages", {"role": "user", "content": "hi"})
     assert [t for t, _ in events] == ["turn.failed"]
-    assert events[0][1]["error"]["code"] == "TIMEOUT"
+    assert events[0][1]["error"]["code"] == "TIMEOUT" and events[0][1]["error"]["status"] == 504
     assert wait_status(http, job_id)["status"] == "failed"
     # A failed turn leaves the session usable: the next message starts a new turn.
     upstream.reset(text="back again")
