@@ -47,9 +47,12 @@ def spec_of(base: Row[Any]) -> EmbeddingSpec:
 async def load_base(svc: Services, owner_id: str, base_id: str, *,
                     write: bool = False) -> Row[Any]:
     """The base if readable (404 otherwise); with `write`, only its owner may proceed.
-    `base_id` is canonical (api.bodies.path_id)."""
-    async with svc.autocommit.connect() as conn:
-        row = (await conn.execute(knowledge_db.get_base(base_id, owner_id))).first()
+    `base_id` comes from a path (canonical, api.bodies.path_id) or a body (schemas.fields.
+    EntityId: canonical if it is a UUID at all); anything else names no base."""
+    row = None
+    if canonical_uuid(base_id) is not None:
+        async with svc.autocommit.connect() as conn:
+            row = (await conn.execute(knowledge_db.get_base(base_id, owner_id))).first()
     if row is None:
         raise KnowledgeBaseNotFound(f"No knowledge base with id '{base_id}'.")
     if write and row.owner_id != owner_id:

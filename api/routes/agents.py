@@ -78,8 +78,12 @@ async def _checked(request: Request, owner_id: str) -> dict[str, Any]:
 
 
 async def load_agent(svc: Services, owner_id: str, agent_id: str) -> Row[Any]:
-    async with svc.autocommit.connect() as conn:
-        row = (await conn.execute(agents_db.get_agent(agent_id, owner_id))).first()
+    """The caller's agent, or 404; an id that is no UUID at all (a body's `agentId`) names
+    no agent."""
+    row = None
+    if canonical_uuid(agent_id) is not None:
+        async with svc.autocommit.connect() as conn:
+            row = (await conn.execute(agents_db.get_agent(agent_id, owner_id))).first()
     if row is None:
         raise AgentNotFound(f"No agent with id '{agent_id}'.")
     return row
