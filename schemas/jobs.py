@@ -72,6 +72,12 @@ QUEUE_GROUPS: Mapping[str, QueueGroup] = MappingProxyType({
 })
 
 
+# How stale a worker's knowledge of an operator's queue pause may be: consumers ask Redis
+# at most this often (workers/consumer.py), and the pause route answers only after it has
+# passed, so a job submitted after the answer is never taken.
+QUEUE_PAUSE_CHECK_S = 1.0
+
+
 def queues_in(group: QueueGroup) -> frozenset[str]:
     """The queues the worker processes of `group` consume."""
     return frozenset(queue for queue, owner in QUEUE_GROUPS.items() if owner is group)

@@ -32,6 +32,7 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 
 from pipelines.keys import Keys
+from schemas.jobs import QUEUE_PAUSE_CHECK_S
 
 _WAKE_BACKLOG = 256
 # The broker id of a worker process started by workers/supervise.py, so it can `release`.
@@ -39,8 +40,6 @@ BROKER_ID_ENV = "SWITCHYARD_BROKER_ID"
 # A dispatch.lua command that changes nothing (it counts), to run the script's preamble
 # (the heartbeat) and its maintenance.
 _NO_OP = "qsize"
-# How stale a consumer's knowledge of a pause may be (workers/consumer.py, admin queues).
-PAUSE_CHECK_S = 1.0
 
 
 class WakeableRedisBroker(RedisBroker):
@@ -95,12 +94,12 @@ class _WakeableConsumer(_RedisConsumer):
 
     def _paused(self) -> bool:
         """Whether an operator paused this queue; asked of Redis at most every
-        PAUSE_CHECK_S, and only when about to fetch (not per message)."""
+        QUEUE_PAUSE_CHECK_S, and only when about to fetch (not per message)."""
         now = time.monotonic()
         if now >= self._paused_until:
             self._is_paused = bool(self.broker.client.sismember(self._paused_key,
                                                                 self.queue_name))
-            self._paused_until = now + PAUSE_CHECK_S
+            self._paused_until = now + QUEUE_PAUSE_CHECK_S
         return self._is_paused
 
     def __next__(self) -> Any:
@@ -108,7 +107,7 @@ class _WakeableConsumer(_RedisConsumer):
             try:
                 if self._paused():
                     # Paused by an operator: take nothing, wake up now and then to look again.
-                    self.broker.client.blpop([self.wake_key], timeout=PAUSE_CHECK_S)
+                    self.broker.client.blpop([self.wake_key], timeout=QUEUE_PAUSE_CHECK_S)
                     return None
                 self.message_cache = self.broker.do_fetch(
                     self.queue_name, self.prefetch - self.outstanding_message_count)

@@ -8,6 +8,8 @@ routes, and scripts can call them too.
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -20,6 +22,7 @@ from api.queue_gauges import QUEUES
 from api.routes.admin_audit import record_action
 from pipelines.errors import NotFound
 from schemas.admin_queues import PurgeResult, QueueList, QueueRead
+from schemas.jobs import QUEUE_PAUSE_CHECK_S
 
 
 async def _read(request: Request, names: tuple[str, ...]) -> list[QueueRead]:
@@ -64,6 +67,9 @@ async def pause(request: Request) -> Response:
     svc = services(request)
     await svc.redis.sadd(svc.keys.paused_queues(), name)
     await record_action(request, "queue.pause", name)
+    # Workers re-read the pause at most this often: once it has passed, none takes another
+    # of the queue's messages, which is what the answer promises.
+    await asyncio.sleep(QUEUE_PAUSE_CHECK_S)
     return json((await _read(request, (name,)))[0])
 
 
