@@ -187,6 +187,9 @@ def _start_stack(
         "OUTBOUND_ALLOW_PRIVATE": "true",
         # Most tests chat with dev/echo and dev/lorem, which are off by default.
         "DEV_MODELS_ENABLED": "true",
+        # Tests submit bursts of jobs as plain users; tests/integration/test_concurrency.py
+        # sets the per-tier limits it checks.
+        "CONCURRENCY_LIMITS": '{"default": 1000, "pro": 1000, "admin": 0}',
         "SWITCHYARD_NAMESPACE": f"systack-{uuid.uuid4().hex[:12]}",
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
