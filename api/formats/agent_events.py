@@ -11,24 +11,14 @@ turn) does not end the stream: the turn carries on from its last committed item.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
-
 from api.errors import job_error_status
-from api.formats.sse import KEEPALIVE_FRAME
+from api.formats.sse import KEEPALIVE_FRAME, typed_frame
 from schemas.events import JobFailure, failure_of
 from schemas.jobs import Event
 
 AGENT_EVENTS = frozenset({"message.delta", "tool_call", "tool_result", "requires_action",
                           "approval_required", "turn.completed", "turn.failed"})
 _ENDS = frozenset({"requires_action", "approval_required", "turn.completed", "turn.failed"})
-
-
-def agent_frame(event_id: str | None, type_: str, data: dict[str, Any]) -> bytes:
-    head = b"id: %s\n" % event_id.encode() if event_id else b""
-    return head + b"event: %s\ndata: %s\n\n" % (type_.encode(),
-                                                orjson.dumps({"type": type_, **data}))
 
 
 class AgentEventWriter:
@@ -48,7 +38,7 @@ class AgentEventWriter:
             return None
         if event.type in _ENDS:
             self._ended = True
-        return agent_frame(event.id, event.type, event.data)
+        return typed_frame(event.id, event.type, event.data)
 
     def terminal(self, event: Event) -> bytes | None:
         if self._ended:
@@ -59,12 +49,12 @@ class AgentEventWriter:
                 waiting = (result.get("required_action") or {}).get("tool_calls") or []
                 type_ = ("requires_action" if result["status"] == "requires_action"
                          else "approval_required")
-                return agent_frame(event.id, type_, {"tool_calls": waiting})
-            return agent_frame(event.id, "turn.completed", {
+                return typed_frame(event.id, type_, {"tool_calls": waiting})
+            return typed_frame(event.id, "turn.completed", {
                 "usage": result.get("usage"), "stop_reason": result.get("stop_reason"),
                 "output": result.get("output")})
         return self.error(failure_of(event), event.id)
 
     def error(self, failure: JobFailure, event_id: str | None = None) -> bytes:
-        return agent_frame(event_id, "turn.failed",
+        return typed_frame(event_id, "turn.failed",
                            {"error": {**failure, "status": job_error_status(failure)}})

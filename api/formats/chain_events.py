@@ -9,23 +9,13 @@ step) gets one made from its terminal event, and so does a stream that outlived 
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
-
 from api.errors import job_error_status
-from api.formats.sse import KEEPALIVE_FRAME
+from api.formats.sse import KEEPALIVE_FRAME, typed_frame
 from schemas.events import JobFailure, failure_of
 from schemas.jobs import Event
 
 CHAIN_EVENTS = frozenset({"execution_started", "prompt_started", "prompt_chunk",
                           "prompt_complete", "execution_complete", "execution_failed"})
-
-
-def chain_frame(event_id: str | None, type_: str, data: dict[str, Any]) -> bytes:
-    head = b"id: %s\n" % event_id.encode() if event_id else b""
-    return head + b"event: %s\ndata: %s\n\n" % (type_.encode(),
-                                                orjson.dumps({"type": type_, **data}))
 
 
 class ChainEventWriter:
@@ -50,21 +40,21 @@ class ChainEventWriter:
             self._ended = False  # a later attempt of a run replayed from its start
         elif event.type in ("execution_complete", "execution_failed"):
             self._ended = True
-        return chain_frame(event.id, event.type, event.data)
+        return typed_frame(event.id, event.type, event.data)
 
     def terminal(self, event: Event) -> bytes | None:
         if self._ended:
             return None
         if event.type == "succeeded":
             result = event.data.get("result") or {}
-            return chain_frame(event.id, "execution_complete",
+            return typed_frame(event.id, "execution_complete",
                                {"results": result.get("results", [])})
         failure = failure_of(event)
-        return chain_frame(event.id, "execution_failed", {
+        return typed_frame(event.id, "execution_failed", {
             "error": {**failure, "status": job_error_status(failure)}, "promptId": None,
             "recoverable": True})
 
     def error(self, failure: JobFailure) -> bytes:
-        return chain_frame(None, "execution_failed", {
+        return typed_frame(None, "execution_failed", {
             "error": {**failure, "status": job_error_status(failure)}, "promptId": None,
             "recoverable": True})
