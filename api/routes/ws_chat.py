@@ -139,6 +139,10 @@ class _AgentFrames(AnswerWriter[list[Frame]]):
         return [frame]
 
 
+# A started generation: its job stream and the writer of its frames.
+_Opened = tuple[JobStream, "_Frames | _AgentFrames"]
+
+
 class _Session:
     """One socket: at most one running generation, and a lock so frames never interleave."""
 
@@ -171,14 +175,9 @@ class _Session:
             return
         self.tag = message.pop("id", None)
         message.pop("type", None)
-        if "agent_session_id" in message:
-            await self._start_agent(message)
-            return
+        opening = self._open_agent_turn if "agent_session_id" in message else self._open_chat
         try:
-            body = ChatCompletionRequest.model_validate(message)
-            # Leaving the socket cancels the job: nobody is left to read it.
-            stream = await open_chat(self.ws, body.job_input(), streamed=True,
-                                     cancel_on_disconnect=True)
+            stream, frames = await opening(message)
         except ValidationError as exc:
             details = validation_details(exc)
             await self.error("VALIDATION_FAILED",
@@ -189,34 +188,28 @@ class _Session:
             await self.error(exc.code, exc.message)
             return
         self.stream, self.stopped, self.running = stream, False, True
-        self.forwarder = asyncio.get_running_loop().create_task(
-            self._forward(stream, _Frames(self, stream.job_id)))
+        self.forwarder = asyncio.get_running_loop().create_task(self._forward(stream, frames))
 
-    async def _start_agent(self, message: dict[str, Any]) -> None:
-        """Run one turn of an agent session; its frames include server tools' results."""
+    async def _open_chat(self, message: dict[str, Any]) -> _Opened:
+        body = ChatCompletionRequest.model_validate(message)
+        # Leaving the socket cancels the job: nobody is left to read it.
+        stream = await open_chat(self.ws, body.job_input(), streamed=True,
+                                 cancel_on_disconnect=True)
+        return stream, _Frames(self, stream.job_id)
+
+    async def _open_agent_turn(self, message: dict[str, Any]) -> _Opened:
+        """One turn of an agent session; its frames include server tools' results."""
         svc, who = services(self.ws), principal(self.ws)
-        try:
-            body = AgentWsStart.model_validate(message)
-            await load_session(svc, who.owner_id, body.agent_session_id)
-            job_id = new_job_id()
-            submit = turn_submitter(svc, who, body.agent_session_id, job_id, user_message(
-                body.agent_session_id, who.owner_id, "user", body.content))
-            # Leaving the socket does not stop the turn: its items stay in the session.
-            stream = await JobStream.submit(svc.hub, svc.events, job_id, submit,
-                                            keepalive_s=svc.settings.sse_keepalive_s,
-                                            lifetime_s=svc.settings.max_sse_lifetime_s)
-        except ValidationError as exc:
-            details = validation_details(exc)
-            await self.error("VALIDATION_FAILED",
-                             f"Invalid start: {details[0]['field']}: {details[0]['message']}",
-                             details=details)
-            return
-        except DomainError as exc:
-            await self.error(exc.code, exc.message)
-            return
-        self.stream, self.stopped, self.running = stream, False, True
-        self.forwarder = asyncio.get_running_loop().create_task(
-            self._forward(stream, _AgentFrames(self, job_id)))
+        body = AgentWsStart.model_validate(message)
+        await load_session(svc, who.owner_id, body.agent_session_id)
+        job_id = new_job_id()
+        submit = turn_submitter(svc, who, body.agent_session_id, job_id, user_message(
+            body.agent_session_id, who.owner_id, "user", body.content))
+        # Leaving the socket does not stop the turn: its items stay in the session.
+        stream = await JobStream.submit(svc.hub, svc.events, job_id, submit,
+                                        keepalive_s=svc.settings.sse_keepalive_s,
+                                        lifetime_s=svc.settings.max_sse_lifetime_s)
+        return stream, _AgentFrames(self, job_id)
 
     async def stop(self) -> None:
         if not self.busy or self.stream is None or self.stopped:
