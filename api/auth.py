@@ -37,6 +37,7 @@ from pipelines.db import api_keys as keys_db
 from pipelines.db import sessions as sessions_db
 from pipelines.errors import EmailTaken, PermissionDenied
 from pipelines.keys import Keys
+from schemas.accounts import ACT_JOBS, ADMIN, READ, Permission
 from schemas.settings import Settings
 
 log = logging.getLogger("switchyard.auth")
@@ -179,12 +180,36 @@ def is_user(who: Principal) -> bool:
     return who.key_id != BOOTSTRAP_KEY_ID
 
 
-def require_admin(conn: HTTPConnection) -> Principal:
-    """The caller, if an admin; otherwise PermissionDenied (403)."""
+_DENIED: dict[Permission, str] = {
+    READ: "This route is for administrators, operators and viewers.",
+    ACT_JOBS: "Acting on jobs and queues is for administrators and operators.",
+    ADMIN: "This route is for administrators.",
+}
+
+
+def require_permission(conn: HTTPConnection, permission: Permission) -> Principal:
+    """The caller, if their role grants `permission` (schemas/accounts.py
+    ROLE_PERMISSIONS); otherwise PermissionDenied (403)."""
     who = principal(conn)
-    if not who.is_admin:
-        raise PermissionDenied("This route is for administrators.")
+    if not who.can(permission):
+        raise PermissionDenied(_DENIED[permission], details={"role": who.role,
+                                                             "required": permission})
     return who
+
+
+def require_admin(conn: HTTPConnection) -> Principal:
+    """The caller, if an admin (users, models, deployments, settings)."""
+    return require_permission(conn, ADMIN)
+
+
+def require_read(conn: HTTPConnection) -> Principal:
+    """The caller, if an admin, operator or viewer: the admin routes that only read."""
+    return require_permission(conn, READ)
+
+
+def require_act_jobs(conn: HTTPConnection) -> Principal:
+    """The caller, if an admin or operator: retry, cancel, bulk, pause, resume, purge."""
+    return require_permission(conn, ACT_JOBS)
 
 
 def authenticator(conn: HTTPConnection) -> Authenticator:

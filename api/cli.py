@@ -33,6 +33,7 @@ from api.devservices import (
     worker_command,
 )
 from api.devsupervisor import DevSupervisor, StartupFailed
+from schemas.accounts import ROLES
 
 # Preferred ports for the embedded servers, off the system defaults (5432, 6379) so they
 # coexist with system services; any free port is used if these are taken.
@@ -189,7 +190,11 @@ def _add_users(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     create.add_argument("--email", required=True)
     create.add_argument("--password")
     create.add_argument("--name")
-    create.add_argument("--admin", action="store_true", help="give the user the admin role")
+    roles = create.add_mutually_exclusive_group()
+    roles.add_argument("--role", choices=ROLES, default=None,
+                       help="the user's role (default: user); operators act on jobs and "
+                            "queues, viewers only read the dashboard")
+    roles.add_argument("--admin", action="store_true", help="the same as --role admin")
     create.set_defaults(handler=create_user)
 
 
@@ -210,7 +215,7 @@ def create_user(args: argparse.Namespace) -> int:
             row = conn.execute(users_db.insert_user(
                 email=accounts.normalize_email(args.email),
                 password_hash=accounts.hash_password(password), name=args.name,
-                role="admin" if args.admin else "user")).one()
+                role="admin" if args.admin else args.role or "user")).one()
     except IntegrityError:
         _say(f"a user with email {args.email} already exists")
         return 1

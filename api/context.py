@@ -18,6 +18,7 @@ from pipelines.events import AsyncEventLog
 from pipelines.keys import Keys
 from pipelines.models import AsyncModelRegistry
 from pipelines.storage import FileStore
+from schemas.accounts import ROLE_PERMISSIONS, Permission
 from schemas.settings import Settings
 
 if TYPE_CHECKING:  # api.auth and api.limits import Principal from here
@@ -47,6 +48,14 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def can(self, permission: Permission) -> bool:
+        """Whether the role grants `permission` (schemas/accounts.py ROLE_PERMISSIONS)."""
+        return permission in ROLE_PERMISSIONS.get(self.role, ())
+
+    @property
+    def permissions(self) -> list[Permission]:
+        return sorted(ROLE_PERMISSIONS.get(self.role, ()))
 
     @property
     def limit_key(self) -> str:

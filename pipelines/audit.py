@@ -29,6 +29,10 @@ class AuditEntry:
     action: str
     target: str
     details: dict[str, Any]
+    # Who acted, apart: the user id and their role then (empty in entries written before
+    # roles were recorded).
+    actor_id: str = ""
+    actor_role: str = ""
 
     @property
     def at_ms(self) -> int:
@@ -41,10 +45,14 @@ class AuditLog:
         self._key = keys.audit()
 
     async def record(self, actor: str, action: str, target: str,
-                     details: dict[str, Any] | None = None) -> None:
-        """Append one action (`actor` did `action` to `target`)."""
-        log.info("%s %s %s", actor, action, target, extra={"details": details or {}})
-        await self._redis.xadd(self._key, {"actor": actor, "action": action, "target": target,
+                     details: dict[str, Any] | None = None, *, actor_id: str = "",
+                     actor_role: str = "") -> None:
+        """Append one action (`actor`, a user with `actor_role`, did `action` to `target`)."""
+        log.info("%s (%s) %s %s", actor, actor_role, action, target,
+                 extra={"details": details or {}})
+        await self._redis.xadd(self._key, {"actor": actor, "actor_id": actor_id,
+                                           "actor_role": actor_role, "action": action,
+                                           "target": target,
                                            "details": orjson.dumps(details or {})},
                                maxlen=AUDIT_MAXLEN, approximate=True)
 
@@ -65,4 +73,6 @@ def _entry(entry_id: Any, fields: dict[Any, Any]) -> AuditEntry:
     return AuditEntry(id=_text(entry_id), actor=_text(data.get("actor", "")),
                       action=_text(data.get("action", "")),
                       target=_text(data.get("target", "")),
-                      details=orjson.loads(data.get("details") or b"{}"))
+                      details=orjson.loads(data.get("details") or b"{}"),
+                      actor_id=_text(data.get("actor_id", "")),
+                      actor_role=_text(data.get("actor_role", "")))

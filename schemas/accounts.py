@@ -10,7 +10,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from schemas.fields import as_utc
 from schemas.usage import TokenUsageReport
 
-Role = Literal["user", "admin"]
+Role = Literal["user", "viewer", "operator", "admin"]
+ROLES: tuple[Role, ...] = ("user", "viewer", "operator", "admin")
+# What a role may do beyond a user's own rows: the one table (api/auth.py enforces it).
+# `read`: every admin route that only reads (jobs, queues, workers, audit, system metrics,
+# models and deployments status); `act_jobs`: retry, cancel, bulk, pause, resume, purge;
+# `admin`: users, models, deployments and everything else. An unknown role may do nothing.
+Permission = Literal["read", "act_jobs", "admin"]
+READ: Permission = "read"
+ACT_JOBS: Permission = "act_jobs"
+ADMIN: Permission = "admin"
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "admin": frozenset({READ, ACT_JOBS, ADMIN}),
+    "operator": frozenset({READ, ACT_JOBS}),
+    "viewer": frozenset({READ}),
+    "user": frozenset(),
+}
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
@@ -30,7 +45,7 @@ class RegisterRequest(_Body):
 
 
 class UserCreate(RegisterRequest):
-    """Admin-created accounts may be admins and get a rate-limit tier."""
+    """Admin-created accounts may have any role and get a rate-limit tier."""
 
     role: Role = "user"
     tier: str = Field(default="default", min_length=1, max_length=64)
@@ -75,6 +90,9 @@ class LogoutResponse(BaseModel):
 
 class SessionRead(BaseModel):
     authenticated: bool
+    role: str = Field(description="The caller's role (the bootstrap key: admin).")
+    permissions: list[Permission] = Field(
+        description="What the role may do on the admin routes: read, act_jobs, admin.")
     user: UserRead | None
     via: Literal["api_key", "session", "bootstrap"]
     key_id: str | None

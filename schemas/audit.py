@@ -12,6 +12,9 @@ class AuditEntryRead(BaseModel):
     id: str
     at: datetime
     actor: str = Field(description="Who acted: user id (and key id, when a key was used).")
+    actor_id: str | None = Field(default=None, description="The acting user's id.")
+    actor_role: str | None = Field(default=None,
+                                   description="The acting user's role: admin or operator.")
     action: str = Field(description="job.retry, job.cancel, jobs.bulk_retry, "
                                     "jobs.bulk_cancel, queue.pause, queue.resume, "
                                     "queue.purge_dead_letters")

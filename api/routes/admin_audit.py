@@ -1,5 +1,6 @@
 """Admin: the audit log of operator actions (`GET /v1/admin/audit`), and `record_action`,
-which every acting admin route calls after it changed something."""
+which every acting admin route calls after it changed something (with the actor's id and
+role)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import require_admin
+from api.auth import require_read
 from api.bodies import int_query
 from api.bodies import json_response as json
 from api.context import principal, services
@@ -27,13 +28,14 @@ async def record_action(conn: HTTPConnection, action: str, target: str,
     who = principal(conn)
     actor = f"{who.id} (key {who.key_id})" if who.key_id else who.id
     svc = services(conn)
-    await AuditLog(svc.redis, svc.keys).record(actor, action, target, details)
+    await AuditLog(svc.redis, svc.keys).record(actor, action, target, details,
+                                               actor_id=who.id, actor_role=who.role)
 
 
 @doc("Operator actions, newest first (retry, cancel, bulk, pause, resume, purge)",
      response=AuditList, tags=["admin"], query={"limit": "integer", "cursor": "string"})
 async def audit(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     limit = int_query(request, "limit", 50, 1, 500)
     cursor = request.query_params.get("cursor") or None
     if cursor is not None and not is_valid_stream_id(cursor):
@@ -43,7 +45,8 @@ async def audit(request: Request) -> Response:
     page = entries[:limit]
     return json(AuditList(
         data=[AuditEntryRead(id=e.id, at=dt.datetime.fromtimestamp(e.at_ms / 1000, tz=dt.UTC),
-                             actor=e.actor, action=e.action, target=e.target,
+                             actor=e.actor, actor_id=e.actor_id or None,
+                             actor_role=e.actor_role or None, action=e.action, target=e.target,
                              details=e.details) for e in page],
         next_cursor=page[-1].id if len(entries) > limit else None))
 

@@ -1,7 +1,8 @@
 """Operators on jobs beyond the listing: search filters, one job in full (attempts and event
 log, replayed and then live), failures grouped by error, and bulk retry or cancel.
 
-Every route checks the admin role first. A bulk action runs the same `retry_job` and
+Every route checks the caller's role first (reading: admin, operator or viewer; acting:
+admin or operator). A bulk action runs the same `retry_job` and
 `cancel_job` flows as the single-job routes, one job at a time, so events, cancel flags
 and webhooks behave alike; `dry_run` counts what it would change, which the dashboard
 shows before asking the operator to confirm.
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import require_admin
+from api.auth import require_act_jobs, require_read
 from api.bodies import int_query, parse, path_id
 from api.bodies import json_response as json
 from api.context import services
@@ -52,7 +53,7 @@ _MAX_GROUPS = 100
 @doc("Failed jobs grouped by error code and message signature, largest group first",
      response=FailureGroupList, tags=["admin"], query={**FILTER_QUERY, "limit": "integer"})
 async def failures(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     where = filter_from_query(request)
     limit = int_query(request, "limit", 20, 1, _MAX_GROUPS)
     async with services(request).autocommit.connect() as conn:
@@ -66,7 +67,7 @@ async def failures(request: Request) -> Response:
 @doc("Retry or cancel every job a filter matches; dry_run counts them first",
      body=JobBulkAction, response=JobBulkResult, tags=["admin"])
 async def bulk(request: Request) -> Response:
-    require_admin(request)
+    require_act_jobs(request)
     action = await parse(request, JobBulkAction, _BULK_BODY_BYTES)
     applies = ("failed", "cancelled") if action.action == "retry" else ("queued", "running")
     where = to_filter(action.filter, statuses=applies)
@@ -96,7 +97,7 @@ async def bulk(request: Request) -> Response:
 @doc("One job in full: input, result, error, its attempts and its event log",
      response=AdminJobDetail, tags=["admin"])
 async def detail(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     job_id = path_id(request, "job_id", JobNotFound, "job")
     svc = services(request)
     async with svc.autocommit.connect() as conn:
@@ -114,7 +115,7 @@ async def detail(request: Request) -> Response:
 @doc("A job's events for operators over SSE: the kept log, then live ones",
      streams=True, tags=["admin"])
 async def events(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     job_id = path_id(request, "job_id", JobNotFound, "job")
     svc = services(request)
     async with svc.autocommit.connect() as conn:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import require_admin
+from api.auth import require_act_jobs, require_read
 from api.bodies import json_response as json
 from api.bodies import path_id
 from api.context import services
@@ -54,7 +54,7 @@ def admin_job_summary(row: Row[Any]) -> AdminJobSummary:
      response=AdminJobList, tags=["admin"],
      query={**FILTER_QUERY, "limit": "integer", "cursor": "string"})
 async def list_jobs(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     params = request.query_params
     limit = _limit(params.get("limit", "20"))
     where = filter_from_query(request)
@@ -89,7 +89,7 @@ def _limit(raw: str) -> int:
 @doc("Jobs per status and kind (in total and in the last hour), and p50/p95 run time of "
      "jobs that succeeded in the last hour", response=JobStats, tags=["admin"])
 async def job_stats(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     async with services(request).autocommit.connect() as conn:
         rows = (await conn.execute(jobs_db.stats(STATS_WINDOW_S))).all()
     by_status = {status.value: JobCount(total=0, last_hour=0) for status in JobStatus}
@@ -111,7 +111,7 @@ async def job_stats(request: Request) -> Response:
 
 @doc("Cancel any owner's queued or running job", response=AdminJobRead, tags=["admin"])
 async def cancel(request: Request) -> Response:
-    require_admin(request)
+    require_act_jobs(request)
     job = await _load(request)
     row = await cancel_job(services(request), str(job.id), job.owner_id,
                            "cancelled by an administrator")
@@ -124,7 +124,7 @@ async def cancel(request: Request) -> Response:
 @doc("Retry any owner's failed or cancelled job", response=AdminJobRead, status=202,
      tags=["admin"])
 async def retry(request: Request) -> Response:
-    require_admin(request)
+    require_act_jobs(request)
     job = await _load(request)
     row = await retry_job(services(request), str(job.id), job.owner_id)
     if row is None:

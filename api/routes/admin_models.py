@@ -1,4 +1,5 @@
-"""`/v1/admin/models`: the model registry, editable by admins at run time.
+"""`/v1/admin/models`: the model registry, editable by admins at run time (operators and
+viewers may read it).
 
 The upstream key is write-only: it is sealed on the way in and no response carries it,
 only `has_api_key`. Edits reach every process within the registry's cache TTL.
@@ -12,12 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.auth import require_admin, require_read
 from api.bodies import parse
-from api.context import Services, principal, services
+from api.context import Services, services
 from api.openapi import doc
 from pipelines import outbound
 from pipelines.db import models as models_db
-from pipelines.errors import Conflict, InvalidInput, ModelNotFound, PermissionDenied
+from pipelines.errors import Conflict, InvalidInput, ModelNotFound
 from pipelines.model_seed import row_values
 from pipelines.models import DEV_MODELS
 from schemas.models import ModelCreate, ModelList, ModelRead, ModelUpdate
@@ -26,8 +28,13 @@ _TAGS = ["admin", "models"]
 
 
 def _admin(request: Request) -> Services:
-    if not principal(request).is_admin:
-        raise PermissionDenied("This route is for administrators.")
+    require_admin(request)
+    return services(request)
+
+
+def _reader(request: Request) -> Services:
+    """Reading the registry (no secret in it): operators and viewers too."""
+    require_read(request)
     return services(request)
 
 
@@ -89,7 +96,7 @@ async def create_model(request: Request) -> Response:
 
 @doc("List registry models (with disabled ones)", response=ModelList, tags=_TAGS)
 async def list_models(request: Request) -> Response:
-    svc = _admin(request)
+    svc = _reader(request)
     async with svc.autocommit.connect() as conn:
         rows = (await conn.execute(models_db.all_models())).all()
     return _json(ModelList(data=[_read(row) for row in rows]))
@@ -113,7 +120,7 @@ def _not_deployed(row: Any) -> None:
 
 @doc("Read a registry model", response=ModelRead, tags=_TAGS)
 async def get_model(request: Request) -> Response:
-    svc = _admin(request)
+    svc = _reader(request)
     return _json(_read(await _row(svc, request.path_params["model_id"])))
 
 

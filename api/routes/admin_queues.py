@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import require_admin
+from api.auth import require_act_jobs, require_read
 from api.bodies import json_response as json
 from api.context import services
 from api.openapi import doc
@@ -55,14 +55,14 @@ def _queue(request: Request) -> str:
 @doc("Every queue: queued, delayed, in flight, dead letters, paused", response=QueueList,
      tags=["admin"])
 async def list_queues(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     return json(QueueList(data=await _read(request, QUEUES)))
 
 
 @doc("Pause a queue: workers take none of its messages; its jobs stay queued",
      response=QueueRead, tags=["admin"])
 async def pause(request: Request) -> Response:
-    require_admin(request)
+    require_act_jobs(request)
     name = _queue(request)
     svc = services(request)
     await svc.redis.sadd(svc.keys.paused_queues(), name)
@@ -75,7 +75,7 @@ async def pause(request: Request) -> Response:
 
 @doc("Resume a paused queue", response=QueueRead, tags=["admin"])
 async def resume(request: Request) -> Response:
-    require_admin(request)
+    require_act_jobs(request)
     name = _queue(request)
     svc = services(request)
     pipe = svc.redis.pipeline(transaction=False)
@@ -88,7 +88,7 @@ async def resume(request: Request) -> Response:
 
 @doc("Remove a queue's dead letters", response=PurgeResult, tags=["admin"])
 async def purge_dead_letters(request: Request) -> Response:
-    require_admin(request)
+    require_act_jobs(request)
     name = _queue(request)
     svc = services(request)
     dead = svc.keys.dramatiq_queue(f"{name}.XQ")

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import require_admin
+from api.auth import require_read
 from api.bodies import json_response as json
 from api.context import services
 from api.enqueue_amqp import AmqpEnqueuer
@@ -37,7 +37,7 @@ _QUEUES = sorted({"chat", "chains", "ingest", "deploy", "default",
      query={"from": "string", "to": "string", "owner_id": "string", "key_id": "string"},
      tags=["admin"])
 async def usage(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     async with services(request).autocommit.connect() as conn:
         rows = (await conn.execute(usage_db.jobs_by_owner_and_kind())).all()
     tokens = await token_usage_report(request, owner_id=None, admin=True)
@@ -49,7 +49,7 @@ async def usage(request: Request) -> Response:
 @doc("Queue depths from the broker, live workers, and versions", response=SystemStatus,
      tags=["admin"])
 async def system_status(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     svc = services(request)
     keys, redis = svc.keys, svc.redis
     if isinstance(svc.enqueuer, AmqpEnqueuer):  # RabbitMQ counts ready and delayed only

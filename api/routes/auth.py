@@ -77,7 +77,8 @@ async def logout(request: Request) -> Response:
     return json(LogoutResponse(revoked=revoked))
 
 
-@doc("Who is calling, and how they authenticated", response=SessionRead, tags=["auth"])
+@doc("Who is calling, their role and what it may do, and how they authenticated",
+     response=SessionRead, tags=["auth"])
 async def session(request: Request) -> Response:
     who: Principal = request.scope["state"]["principal"]
     user = None
@@ -85,7 +86,8 @@ async def session(request: Request) -> Response:
         async with services(request).autocommit.connect() as conn:
             row = (await conn.execute(users_db.get(who.id))).first()
         user = UserRead.model_validate(row, from_attributes=True) if row else None
-    return json(SessionRead(authenticated=True, user=user, **as_dict(who)))
+    return json(SessionRead(authenticated=True, role=who.role, permissions=who.permissions,
+                            user=user, **as_dict(who)))
 
 
 @doc("Create an account (open registration, or an admin when registration is closed)",

@@ -1,8 +1,9 @@
 """`/v1/deployments`, `/v1/resources`, `/v1/pricing` and `POST /v1/models/{id}/load|unload`.
 
-Deployments are admin-only (403 for anyone else, like the other admin routes): they run
-commands on worker hosts. Every change is a `deploy` job (202 with the job), which the
-deploy workers' supervisors carry out; the changes they make are the events of
+Deployments are changed by admins only (403 for anyone else, like the other admin routes):
+they run commands on worker hosts. Operators and viewers may read their status (not the
+logs). Every change is a `deploy` job (202 with the job), which the deploy workers'
+supervisors carry out; the changes they make are the events of
 `GET /v1/deployments/events` (SSE, resumable with Last-Event-ID).
 """
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.auth import require_read
 from api.bodies import parse
 from api.context import Services, principal, services
 from api.formats.job_events import EventSseWriter
@@ -54,6 +56,13 @@ _MAX_LOG_LINES = 1000
 def _admin(request: Request) -> Services:
     if not principal(request).is_admin:
         raise PermissionDenied("Deployments are for administrators.")
+    return services(request)
+
+
+def _reader(request: Request) -> Services:
+    """Deployment status (no secret: targets show `has_api_key` only): operators and
+    viewers too. Logs and every change stay with administrators."""
+    require_read(request)
     return services(request)
 
 
@@ -173,7 +182,7 @@ async def create_deployment(request: Request) -> Response:
 
 @doc("List deployments", response=DeploymentList, tags=_TAGS)
 async def list_deployments(request: Request) -> Response:
-    svc = _admin(request)
+    svc = _reader(request)
     async with svc.autocommit.connect() as conn:
         rows = (await conn.execute(deployments_db.all_deployments())).all()
     return _json(DeploymentList(data=[read(row) for row in rows]))
@@ -182,7 +191,7 @@ async def list_deployments(request: Request) -> Response:
 @doc("Read a deployment: state, health, uptime, host, restarts, first failure, cost",
      response=DeploymentRead, tags=_TAGS)
 async def get_deployment(request: Request) -> Response:
-    svc = _admin(request)
+    svc = _reader(request)
     return _json(read(await _row(svc, request.path_params["deployment_id"])))
 
 
@@ -229,7 +238,7 @@ class _ChangeSseWriter(EventSseWriter):
 
 @doc("Every deployment's state changes (SSE, resumable with Last-Event-ID)", tags=_TAGS)
 async def deployment_events(request: Request) -> Response:
-    svc = _admin(request)
+    svc = _reader(request)
     last_id = _last_event_id(request)
     stream = await JobStream.resume(svc.hub, svc.events, DEPLOYMENTS_LOG, after=last_id,
                                     keepalive_s=svc.settings.sse_keepalive_s,
@@ -282,7 +291,7 @@ def _resource(row: Any) -> dict[str, Any]:
 
 @doc("Deployed resources with status, host, uptime and cost", tags=["resources"])
 async def list_resources(request: Request) -> Response:
-    svc = _admin(request)
+    svc = _reader(request)
     async with svc.autocommit.connect() as conn:
         rows = (await conn.execute(deployments_db.all_deployments())).all()
     resources = [_resource(row) for row in rows]

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import require_admin
+from api.auth import require_read
 from api.bodies import json_response as json
 from api.context import Services, services
 from api.enqueue_amqp import AmqpEnqueuer
@@ -112,7 +112,7 @@ async def metrics(request: Request) -> Response:
 @doc("Today's requests (every API process), chat completions and active models, and this "
      "host's load (STING's /system/metrics)", response=SystemMetrics, tags=["admin"])
 async def system_metrics(request: Request) -> Response:
-    require_admin(request)
+    require_read(request)
     svc = services(request)
     # This process's latest requests count too; other processes fold theirs in every
     # QUEUE_METRICS_INTERVAL_S.
