@@ -73,6 +73,11 @@ class Keys:
         """Tokens a key has spent on one UTC day (`YYYY-MM-DD`)."""
         return f"{self.namespace}:budget:{key_id}:{day}"
 
+    def webhook_owner(self, owner_id: str) -> str:
+        """Whether an owner has webhook subscriptions ("1"/"0"), cached so that jobs of
+        owners without any skip the query (pipelines/webhook_events.py)."""
+        return f"{self.namespace}:webhooks:owner:{owner_id}"
+
     @property
     def dramatiq_namespace(self) -> str:
         return f"{self.namespace}:dq"

@@ -18,8 +18,8 @@ _CONTEXT = b"switchyard/model-api-keys/v1:"
 class SecretBox:
     """Seal and open short secrets with a key derived from `secret`."""
 
-    def __init__(self, secret: str) -> None:
-        digest = hashlib.sha256(_CONTEXT + secret.encode()).digest()
+    def __init__(self, secret: str, context: bytes = _CONTEXT) -> None:
+        digest = hashlib.sha256(context + secret.encode()).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
 
     def seal(self, plain: str) -> str:
@@ -39,6 +39,12 @@ class SecretBox:
 _DEV_SECRET = "switchyard-development-secret-for-model-keys"
 
 
-def secret_box(secret: str | None) -> SecretBox:
-    """The box for the deployment's secret (or the development one when unset)."""
-    return SecretBox(secret or _DEV_SECRET)
+def secret_box(secret: str | None, context: bytes = _CONTEXT) -> SecretBox:
+    """The box for the deployment's secret (or the development one when unset); another
+    `context` (e.g. WEBHOOK_SECRETS) derives another key, so boxes of different uses never
+    open each other's tokens."""
+    return SecretBox(secret or _DEV_SECRET, context)
+
+
+# Webhook subscriptions' signing secrets (pipelines/db/webhooks.py).
+WEBHOOK_SECRETS = b"switchyard/webhook-secrets/v1:"

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # Signs webhook bodies (X-Switchyard-Signature); a real one is required in production.
     webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     webhook_timeout_s: float = 10.0
+    # Webhook subscriptions (POST /v1/webhooks): attempts per delivery, and the backoff
+    # before each retry (WEBHOOK_BACKOFF_S, doubling, at most WEBHOOK_MAX_BACKOFF_S).
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_s: float = Field(default=1.0, gt=0)
+    webhook_max_backoff_s: float = Field(default=300.0, gt=0)
     # Outbound URLs that users and admins give (webhooks, model base URLs) must resolve to
     # public addresses (pipelines/outbound.py). OUTBOUND_ALLOW_PRIVATE lets private and
     # loopback ones through for every host, OUTBOUND_ALLOWED_HOSTS (comma-separated) for
