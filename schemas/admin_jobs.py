@@ -123,15 +123,26 @@ class JobBulkResult(BaseModel):
 
 
 class AttemptRead(BaseModel):
-    """One attempt of a job, from its event log: when it started and how it ended."""
+    """One delivery of a job a worker claimed: which worker process ran it, when, and how
+    it ended (the `job_attempts` table; jobs from before it have none)."""
 
     attempt: int
-    worker: str | None = None
+    worker: str | None = Field(default=None, description="The worker's id, `host:pid` (as "
+                                                         "on the workers panel).")
+    worker_id: str | None = None
+    host: str | None = None
+    pid: int | None = None
     started_at: datetime
     ended_at: datetime | None = None
+    duration_s: float | None = None
     outcome: str | None = Field(default=None,
-                                description="succeeded, failed, cancelled or retried; null "
-                                            "while running.")
+                                description="succeeded, failed, cancelled, retried (the "
+                                            "broker ran it again) or lost (its worker died "
+                                            "and a later delivery took over); null while "
+                                            "running.")
+    error: dict[str, Any] | None = Field(default=None,
+                                         description="Why a failed or retried attempt "
+                                                     "ended: {code, message}.")
 
 
 class EventRead(BaseModel):

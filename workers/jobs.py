@@ -13,7 +13,9 @@ through `SyncJob`, whose calls hop onto the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from pipelines.errors import DomainError, JobCancelled, UpstreamUnavailable
 from pipelines.output_limits import check_result_size
 from workers import job_metrics
 from workers.resources import Resources, current
+from workers.webhook_deliveries import fire
 from workers.webhooks import deliver_webhook
 
 log = logging.getLogger("switchyard.jobs")
@@ -110,7 +113,9 @@ async def run(job_id: str, work: Work) -> None:
     """Run one attempt of a job. Raises only for transient failures the broker should retry."""
     res = current()
     async with res.aautocommit.connect() as conn:
-        claimed = (await conn.execute(*jobs_db.mark_running(job_id))).first()
+        # The claim records the attempt (this worker, from now) in the same statement.
+        claimed = (await conn.execute(*jobs_db.mark_running(
+            job_id, _this_worker(os.getpid())))).first()
     if claimed is None:
         await _ensure_terminal_event(res, job_id)
         return
@@ -126,12 +131,31 @@ async def run(job_id: str, work: Work) -> None:
         timer.done()
 
 
+@functools.cache
+def _this_worker(pid: int) -> jobs_db.Worker:
+    """This process as its attempts name it (keyed by pid: a forked child is another)."""
+    return jobs_db.Worker.this_process()
+
+
+async def _end_attempt(res: Resources, job: Job, outcome: str,
+                       error: dict[str, Any] | None = None) -> None:
+    """Finish the attempt's row when the attempt ends without ending the job."""
+    try:
+        async with res.aautocommit.connect() as conn:
+            await conn.execute(*jobs_db.end_attempt(job.job_id, job.attempt, outcome, error))
+    except Exception:
+        # A record for operators only: never let it change how the job itself goes.
+        log.warning("could not record the end of attempt %d", job.attempt,
+                    extra={"job_id": job.job_id}, exc_info=True)
+
+
 async def _attempt(res: Resources, job: Job, work: Work) -> None:
     job_id = job.job_id
     if job.attempt > 1:
         # Tells followers to drop partial output: the next attempt starts from scratch.
         await job.emit("retry", {"attempt": job.attempt})
     if await job.emit("started", {"attempt": job.attempt}):
+        await _end_attempt(res, job, "cancelled")
         return
     started = time.perf_counter()
     try:
@@ -141,6 +165,7 @@ async def _attempt(res: Resources, job: Job, work: Work) -> None:
     except JobCancelled:
         log.info("job cancelled", extra={"job_id": job_id})
         job_metrics.cancelled(job.kind)
+        await _end_attempt(res, job, "cancelled")
         return
     except Suspended as suspended:
         async with res.aautocommit.connect() as conn:
@@ -157,6 +182,9 @@ async def _attempt(res: Resources, job: Job, work: Work) -> None:
             return
         log.warning("job attempt %d failed, will retry: %r", job.attempt, exc,
                     extra={"job_id": job_id})
+        code, message = _public_error(exc)
+        await _end_attempt(res, job, "retried", {"code": code, "message": message,
+                                                 "exception": type(exc).__name__})
         raise
     async with res.aautocommit.connect() as conn:
         if job.finish is not None:
@@ -168,7 +196,7 @@ async def _attempt(res: Resources, job: Job, work: Work) -> None:
         job_metrics.succeeded(job.kind)
         await res.aevents.publish(job_id, "succeeded", {"result": result}, terminal=True,
                                   attempt=job.attempt)
-        await _webhook(done)
+        await _webhook(res, job, done, result=result)
         log.debug("job succeeded in %.1f ms", (time.perf_counter() - started) * 1000,
                   extra={"job_id": job_id})
 
@@ -207,13 +235,39 @@ async def _fail(res: Resources, job: Job, code: str, message: str,
         job_metrics.failed(job.kind, code)
         await res.aevents.publish(job.job_id, "failed", {"error": error}, terminal=True,
                                   attempt=job.attempt)
-        await _webhook(done)
+        await _webhook(res, job, done, error=error)
 
 
-async def _webhook(done: Any) -> None:
+async def _webhook(res: Resources, job: Job, done: Any, *, result: Any = None,
+                   error: dict[str, Any] | None = None) -> None:
+    """The job's own `webhook_url`, and its owner's subscriptions (job.succeeded or
+    job.failed, and generation.done for a chat job or a completed agent turn)."""
     if done.webhook_url:
         # Dramatiq's enqueue is synchronous (a Redis round trip): off the loop.
         await asyncio.to_thread(deliver_webhook.send, str(done.id))
+    data: dict[str, Any] = {"job_id": job.job_id, "kind": job.kind, "attempt": job.attempt}
+    if error is not None:
+        await fire(res, job.owner_id, [("job.failed", {**data, "status": "failed",
+                                                       "error": error})])
+        return
+    events = [("job.succeeded", {**data, "status": "succeeded", "result": result})]
+    generation = _generation(job, result)
+    if generation is not None:
+        events.append(("generation.done", {**data, **generation}))
+    await fire(res, job.owner_id, events)
+
+
+def _generation(job: Job, result: Any) -> dict[str, Any] | None:
+    """What generation.done says of a succeeded job, if the job was a generation."""
+    if not isinstance(result, dict):
+        return None
+    if job.kind == "chat":
+        return {"model": result.get("model"), "content": result.get("content"),
+                "finish_reason": result.get("finish_reason"), "usage": result.get("usage")}
+    if job.kind == "agent" and result.get("status") == "completed":
+        return {"session_id": result.get("session_id"), "content": result.get("output"),
+                "finish_reason": result.get("stop_reason"), "usage": result.get("usage")}
+    return None
 
 
 async def _ensure_terminal_event(res: Resources, job_id: str, *,

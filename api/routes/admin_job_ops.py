@@ -1,11 +1,12 @@
-"""Operators on jobs beyond the listing: search filters, one job in full (attempts and event
-log, replayed and then live), failures grouped by error, and bulk retry or cancel.
+"""Operators on jobs beyond the listing: search filters, one job in full (every attempt
+with its worker and timings, and the event log, replayed and then live), failures grouped
+by error, and bulk retry or cancel.
 
 Every route checks the caller's role first (reading: admin, operator or viewer; acting:
-admin or operator). A bulk action runs the same `retry_job` and
-`cancel_job` flows as the single-job routes, one job at a time, so events, cancel flags
-and webhooks behave alike; `dry_run` counts what it would change, which the dashboard
-shows before asking the operator to confirm.
+admin or operator). A bulk action runs the same `retry_job` and `cancel_job` flows as the
+single-job routes, one job at a time, so events, cancel flags and webhooks behave alike;
+`dry_run` counts what it would change, which the dashboard shows before asking the
+operator to confirm.
 """
 
 from __future__ import annotations
@@ -102,12 +103,13 @@ async def detail(request: Request) -> Response:
     svc = services(request)
     async with svc.autocommit.connect() as conn:
         row = (await conn.execute(*jobs_db.get_any(job_id))).first()
-    if row is None:
-        raise JobNotFound(f"No job with id '{job_id}'.")
+        if row is None:
+            raise JobNotFound(f"No job with id '{job_id}'.")
+        attempts = (await conn.execute(jobs_db.attempts_of(job_id))).all()
     job: AdminJobRead = admin_job_read(row)
     events = await svc.events.backlog(job_id, count=_MAX_EVENTS + 1)
     kept = events[:_MAX_EVENTS]
-    return json(AdminJobDetail(job=job, attempts=attempts_of(kept),
+    return json(AdminJobDetail(job=job, attempts=[attempt_read(a) for a in attempts],
                                events=[_event_read(e) for e in kept],
                                events_truncated=len(events) > _MAX_EVENTS))
 
@@ -134,20 +136,14 @@ async def events(request: Request) -> Response:
     return StreamResponse(stream, EventSseWriter(), {})
 
 
-def attempts_of(events: list[Event]) -> list[AttemptRead]:
-    """Attempts as the log tells them: each `started` opens one, and the next `retry` or
-    terminal event closes it."""
-    out: list[AttemptRead] = []
-    for event in events:
-        at = _event_time(event.id)
-        if event.type == "started":
-            out.append(AttemptRead(attempt=int(event.data.get("attempt") or len(out) + 1),
-                                   started_at=at))
-        elif out and out[-1].outcome is None and (
-                event.type == "retry" or event.type in TERMINAL_EVENT_TYPES):
-            out[-1].ended_at = at
-            out[-1].outcome = "retried" if event.type == "retry" else event.type
-    return out
+def attempt_read(row: Row[Any]) -> AttemptRead:
+    """One `job_attempts` row as operators see it."""
+    ended = row.finished_at
+    return AttemptRead(attempt=row.attempt, worker=row.worker_id, worker_id=row.worker_id,
+                       host=row.host, pid=row.pid, started_at=row.started_at, ended_at=ended,
+                       duration_s=(round((ended - row.started_at).total_seconds(), 6)
+                                   if ended is not None else None),
+                       outcome=row.outcome, error=row.error)
 
 
 def _terminal_from_row(row: Row[Any]) -> Event | None:

@@ -8,17 +8,23 @@ so a redelivered message never completes a job twice and a cancelled job stays c
 from __future__ import annotations
 
 import base64
+import os
+import socket
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Executable,
+    Integer,
     Select,
+    Text,
     Update,
     and_,
     bindparam,
     func,
+    null,
     or_,
     select,
     tuple_,
@@ -26,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
-from pipelines.db.tables import jobs
+from pipelines.db.tables import job_attempts, jobs
 from schemas.fields import as_utc
 
 _ACTIVE = ("queued", "running")
@@ -181,37 +187,106 @@ def stats(window_s: int) -> Select:
     ).group_by(func.grouping_sets(tuple_(jobs.c.status), tuple_(jobs.c.kind), tuple_()))
 
 
-_MARK_RUNNING = (
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """A worker process as its attempts record it, and as it announces itself in its
+    presence heartbeats (workers/presence.py): `host:pid`."""
+
+    host: str
+    pid: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+    @classmethod
+    def this_process(cls) -> Worker:
+        return cls(socket.gethostname(), os.getpid())
+
+
+# Claiming a job is one statement: the job's UPDATE, the attempt's row (who runs it, from
+# when), and any earlier attempt left unfinished marked `lost` (its worker died: the
+# broker redelivers only then, or the sweeper re-sent the job).
+_CLAIMED = (
     update(jobs)
     .where(jobs.c.id == bindparam("job_id"), jobs.c.status.in_(_ACTIVE))
     .values(status="running", attempts=jobs.c.attempts + 1,
             started_at=func.coalesce(jobs.c.started_at, func.now()), updated_at=func.now())
-    .returning(jobs.c.attempts, jobs.c.kind, jobs.c.input, jobs.c.owner_id, jobs.c.key_id)
+    .returning(jobs.c.id, jobs.c.attempts, jobs.c.kind, jobs.c.input, jobs.c.owner_id,
+               jobs.c.key_id)
+    .cte("claimed")
+)
+_ATTEMPT_OPENED = (
+    insert(job_attempts)
+    .from_select(["job_id", "attempt", "worker_id", "host", "pid"],
+                 select(_CLAIMED.c.id, _CLAIMED.c.attempts,
+                        bindparam("worker_id", type_=Text), bindparam("host", type_=Text),
+                        bindparam("pid", type_=Integer)))
+    .on_conflict_do_nothing(index_elements=["job_id", "attempt"])
+    .cte("attempt_opened")
+)
+_ATTEMPTS_LOST = (
+    update(job_attempts)
+    .where(job_attempts.c.job_id == _CLAIMED.c.id,
+           job_attempts.c.attempt < _CLAIMED.c.attempts,
+           job_attempts.c.outcome.is_(None))
+    .values(outcome="lost")
+    .cte("attempts_lost")
+)
+_MARK_RUNNING = (
+    select(_CLAIMED.c.attempts, _CLAIMED.c.kind, _CLAIMED.c.input, _CLAIMED.c.owner_id,
+           _CLAIMED.c.key_id)
+    .add_cte(_ATTEMPT_OPENED, _ATTEMPTS_LOST)
 )
 
 
-def mark_running(job_id: str) -> Bound:
-    """Claim a job for one attempt.
+def mark_running(job_id: str, worker: Worker | None = None) -> Bound:
+    """Claim a job for one attempt run by `worker` (default: this process), and record
+    the attempt in the same statement.
 
     `running` is accepted too: the broker redelivers only a message whose worker died
     (or that the sweeper found lost), so the earlier attempt is gone.
     """
-    return _MARK_RUNNING, {"job_id": job_id}
+    by = worker or Worker.this_process()
+    return _MARK_RUNNING, {"job_id": job_id, "worker_id": by.id, "host": by.host,
+                           "pid": by.pid}
 
 
-def _finishing(**values: Any) -> Update:
-    return (
+_ERROR = bindparam("error", type_=JSONB)
+
+
+def _finishing(outcome: str, **values: Any) -> Select:
+    """The job's terminal UPDATE (if this attempt still owns the job), and its attempt's
+    row finished in the same statement."""
+    done = (
         update(jobs)
         .where(jobs.c.id == bindparam("job_id"), jobs.c.status == "running",
                jobs.c.attempts == bindparam("attempt"))
         .values(updated_at=func.now(), finished_at=func.now(), **values)
         .returning(jobs.c.id, jobs.c.webhook_url)
+        .cte("done")
     )
+    ended = (
+        update(job_attempts)
+        .where(job_attempts.c.job_id == done.c.id,
+               job_attempts.c.attempt == bindparam("attempt"))
+        .values(finished_at=func.now(), outcome=outcome,
+                error=_ERROR if outcome == "failed" else null())
+        .cte("attempt_ended")
+    )
+    return select(done.c.id, done.c.webhook_url).add_cte(ended)
 
 
-_MARK_SUCCEEDED = _finishing(status="succeeded", result=bindparam("result", type_=JSONB),
-                             progress=1.0, error=None)
-_MARK_FAILED = _finishing(status="failed", error=bindparam("error", type_=JSONB))
+_MARK_SUCCEEDED = _finishing("succeeded", status="succeeded",
+                             result=bindparam("result", type_=JSONB), progress=1.0,
+                             error=None)
+_MARK_FAILED = _finishing("failed", status="failed", error=_ERROR)
+_END_ATTEMPT = (
+    update(job_attempts)
+    .where(job_attempts.c.job_id == bindparam("job_id"),
+           job_attempts.c.attempt == bindparam("attempt"), job_attempts.c.outcome.is_(None))
+    .values(finished_at=func.now(), outcome=bindparam("outcome", type_=Text), error=_ERROR)
+)
 _SET_PROGRESS = (
     update(jobs)
     .where(jobs.c.id == bindparam("job_id"), jobs.c.status == "running",
@@ -226,6 +301,21 @@ def mark_succeeded(job_id: str, attempt: int, result: Any) -> Bound:
 
 def mark_failed(job_id: str, attempt: int, error: dict[str, Any]) -> Bound:
     return _MARK_FAILED, {"job_id": job_id, "attempt": attempt, "error": error}
+
+
+def end_attempt(job_id: str, attempt: int, outcome: str,
+                error: dict[str, Any] | None = None) -> Bound:
+    """Finish an attempt that did not end the job: `retried` (the broker runs the message
+    again) or `cancelled` (the job was cancelled under it). Off the hot path: only a
+    failing or cancelled attempt runs it."""
+    return _END_ATTEMPT, {"job_id": job_id, "attempt": attempt, "outcome": outcome,
+                          "error": error}
+
+
+def attempts_of(job_id: str) -> Select:
+    """A job's attempts, first to last."""
+    return (select(job_attempts).where(job_attempts.c.job_id == job_id)
+            .order_by(job_attempts.c.attempt))
 
 
 def set_progress(job_id: str, attempt: int, progress: float) -> Bound:
@@ -247,14 +337,25 @@ def hold(job_id: str, attempt: int, hold_s: float) -> Bound:
     return _HOLD, {"job_id": job_id, "attempt": attempt, "hold_s": hold_s}
 
 
-def cancel(job_id: str, owner_id: str) -> Update:
-    return (
+def cancel(job_id: str, owner_id: str) -> Select:
+    """Cancel a queued or running job; a running attempt's row ends `cancelled` in the
+    same statement. Yields the job's row when it was cancelled."""
+    done = (
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.owner_id == owner_id, jobs.c.status.in_(_ACTIVE))
         .values(status="cancelled", updated_at=func.now(), finished_at=func.now(),
                 error={"code": "CANCELLED", "message": "Cancelled by request."})
         .returning(*jobs.c)
+        .cte("cancelled")
     )
+    ended = (
+        update(job_attempts)
+        .where(job_attempts.c.job_id == done.c.id, job_attempts.c.attempt == done.c.attempts,
+               job_attempts.c.outcome.is_(None))
+        .values(finished_at=func.now(), outcome="cancelled")
+        .cte("attempt_cancelled")
+    )
+    return select(*done.c).add_cte(ended)
 
 
 def requeue_for_retry(job_id: str, owner_id: str) -> Update:

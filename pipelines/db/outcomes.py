@@ -2,10 +2,11 @@
 
 A chat job's success is three writes that must agree: the job row (status, result), its
 usage record (tokens and cost, once per job) and, for a conversation turn, the assistant's
-reply. As separate statements in a transaction that is BEGIN + 3 + COMMIT round trips on
-every completion; as data-modifying CTEs it is one statement, atomic by itself. The usage
-and reply are written only if the job's UPDATE matched (the attempt still owns the job), so
-a stale attempt writes nothing, and a redelivered job conflicts on the unique indexes.
+reply; the attempt's row is finished too, as in every terminal statement. As separate
+statements in a transaction that is BEGIN + 3 + COMMIT round trips on every completion; as
+data-modifying CTEs it is one statement, atomic by itself. The usage and reply are written
+only if the job's UPDATE matched (the attempt still owns the job), so a stale attempt
+writes nothing, and a redelivered job conflicts on the unique indexes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ WITH done AS (
            updated_at = now(), finished_at = now()
      WHERE id = :job_id AND status = 'running' AND attempts = :attempt
  RETURNING id, webhook_url
+), attempt_ended AS (
+    UPDATE job_attempts SET finished_at = now(), outcome = 'succeeded'
+      FROM done
+     WHERE job_attempts.job_id = done.id AND job_attempts.attempt = :attempt
 ), usage AS (
     INSERT INTO usage_records (job_id, owner_id, key_id, model, provider, prompt_tokens,
                                completion_tokens, duration_ms, ttft_ms, cost_usd)

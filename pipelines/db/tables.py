@@ -67,6 +67,27 @@ jobs = Table(
     ),
 )
 
+# One row per delivery of a job a worker claimed (0014_job_attempts): which worker process
+# ran it and how it ended. Written by the claim statement and finished by the terminal one
+# (pipelines/db/jobs.py), inside those same statements. No foreign key to `jobs` (like
+# `usage_records`): jobs are never deleted, and the claim stays one cheap statement.
+job_attempts = Table(
+    "job_attempts",
+    metadata,
+    Column("job_id", UUID(as_uuid=False), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    # `host:pid`, as the worker announces itself in its presence heartbeats.
+    Column("worker_id", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    # succeeded, failed, cancelled, retried (the broker runs it again) or lost (a later
+    # delivery began while this one was unfinished: its worker died); NULL while running.
+    Column("outcome", Text),
+    Column("error", JSONB),
+)
+
 # Accounts. Emails are stored lowercased, so the plain unique index is case-insensitive.
 users = Table(
     "users",
