@@ -54,6 +54,7 @@ from api.routes import knowledge as knowledge_routes
 from api.routes import marketplace as marketplace_routes
 from api.routes import passkeys as passkey_routes
 from api.routes import uploads as upload_routes
+from api.routes import webhooks as webhook_routes
 from api.scopes import guard_routes
 from api.url_guard import UrlGuardMiddleware
 from pipelines.db.engine import async_engine
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *admin_models.routes, *messages.routes, *ws_chat.routes, *usage.routes,
               *auth_routes.routes, *key_routes.routes, *admin_users.routes,
               *marketplace_routes.routes,
-              *passkey_routes.routes,
+              *passkey_routes.routes, *webhook_routes.routes,
               *admin_system.routes, *conversation_routes.routes, *compare_routes.routes,
               *knowledge_routes.routes, *document_routes.routes, *upload_routes.routes,
               *embedding_routes.routes,

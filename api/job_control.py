@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.context import Services
 from api.limits import release_job_lease, spend_job_allowance
+from api.webhook_events import fire
 from pipelines import outbound
 from pipelines.db import jobs as jobs_db
 from pipelines.errors import Conflict
@@ -116,6 +117,8 @@ async def cancel_job(services: Services, job_id: str, owner_id: str,
                                   terminal=True)
     if row.webhook_url:
         await services.enqueuer.send_to(WEBHOOK_ROUTE, job_id)
+    await fire(services, row.owner_id, [("job.cancelled", {
+        "job_id": job_id, "kind": row.kind, "status": "cancelled", "reason": reason})])
     return row
 
 

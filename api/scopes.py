@@ -130,6 +130,12 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/agents/sessions/{}/tool_results"): CHAT,
     ("POST", "/v1/agents/sessions/{}/approvals"): CHAT,
     ("GET", "/v1/agents/sessions/{}/events"): CHAT,
+    # Webhook subscriptions (job, generation and tool events)
+    ("POST", "/v1/webhooks"): JOBS,
+    ("GET", "/v1/webhooks"): JOBS,
+    ("GET", "/v1/webhooks/{}"): JOBS,
+    ("DELETE", "/v1/webhooks/{}"): JOBS,
+    ("GET", "/v1/webhooks/{}/deliveries"): JOBS,
     # Deployments (API.md)
     ("POST", "/v1/deployments"): DEPLOYMENTS,
     ("GET", "/v1/deployments"): DEPLOYMENTS,

@@ -16,8 +16,9 @@ from workers import (
     knowledge,
     noop,
     turns,
+    webhook_deliveries,
     webhooks,
 )
 
 __all__ = ["broker", "chains", "chat", "compare", "conversations", "deploy", "knowledge",
-           "noop", "turns", "webhooks"]
+           "noop", "turns", "webhook_deliveries", "webhooks"]
