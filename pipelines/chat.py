@@ -35,24 +35,28 @@ def flush_window_ms(base_ms: float, max_ms: float, concurrent_streams: int) -> f
 
 
 class _Coalescer:
-    """Text and tool-call fragments waiting to go out as one `delta` event."""
+    """Text, reasoning and tool-call fragments waiting to go out as one `delta` event."""
 
-    __slots__ = ("text", "tools", "first_sent", "upstream_ttft_ms")
+    __slots__ = ("text", "tools", "reasoning", "first_sent", "upstream_ttft_ms")
 
     def __init__(self) -> None:
         self.text: list[str] = []
         self.tools: list[dict[str, Any]] = []
+        self.reasoning: list[str] = []
         self.first_sent = False
         self.upstream_ttft_ms: float | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.text or self.tools)
+        return bool(self.text or self.tools or self.reasoning)
 
     def take(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         if self.text:
             data["text"] = "".join(self.text)
             self.text.clear()
+        if self.reasoning:
+            data["reasoning"] = "".join(self.reasoning)
+            self.reasoning.clear()
         if self.tools:
             data["tool_calls"] = list(self.tools)
             self.tools.clear()
@@ -90,6 +94,7 @@ async def complete(
     last_flush = float("-inf")
     last_cancel_check = started
     text: list[str] = []
+    reasoning: list[str] = []
     pending = _Coalescer()
     calls: dict[int, dict[str, Any]] = {}
     usage: Usage | None = None
@@ -123,12 +128,16 @@ async def complete(
                 chunk = await _next(chunks)
             if chunk is _END:
                 break
-            if chunk.text or chunk.tool_calls:
+            if chunk.text or chunk.tool_calls or chunk.reasoning:
                 if first_token_at is None:
                     first_token_at = clock()
                     pending.upstream_ttft_ms = round((first_token_at - started) * 1000, 3)
                 if chunk.text:
                     text.append(chunk.text)
+                if chunk.reasoning:
+                    reasoning.append(chunk.reasoning)
+                    if stream_events:
+                        pending.reasoning.append(chunk.reasoning)
                 for delta in chunk.tool_calls:
                     _merge_tool_call(calls, delta)
                 if stream_events:
@@ -161,7 +170,7 @@ async def complete(
         usage = count_tokens(request, content) if count_tokens else Usage()
     finished = clock()
     duration_ms = round((finished - started) * 1000, 3)
-    return {
+    result: dict[str, Any] = {
         "model": request.get("model"),
         "content": content,
         "tool_calls": [calls[i] for i in sorted(calls)],
@@ -178,6 +187,10 @@ async def complete(
         # coalesced publish costs well under a token's gap).
         "upstream_ms": duration_ms,
     }
+    if reasoning:
+        # Only when the model reasoned out loud: other results keep their shape.
+        result["reasoning"] = "".join(reasoning)
+    return result
 
 
 _END: Any = ChatChunk()

@@ -102,6 +102,13 @@ DEV_MODELS: dict[str, ModelInfo] = {
         owned_by="switchyard-dev",
         description="Development model: streams max_tokens words of lorem ipsum (default 16).",
     ),
+    "dev/tools": ModelInfo(
+        id="dev/tools", provider="dev", upstream_model="tools", context_window=1_000_000,
+        owned_by="switchyard-dev", capabilities=("chat", "streaming", "tools"),
+        description="Development model: asks for a tool it is offered (the one the user "
+                    "names, else the first; arguments from the message), then quotes the "
+                    "tool results.",
+    ),
 }
 
 

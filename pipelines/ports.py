@@ -33,12 +33,14 @@ class Usage:
 
 @dataclass(slots=True)
 class ChatChunk:
-    """One step of a streamed completion: text, tool-call fragments, or the end."""
+    """One step of a streamed completion: text, reasoning (a thinking model's
+    `reasoning_content` or Anthropic `thinking`), tool-call fragments, or the end."""
 
     text: str = ""
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
+    reasoning: str = ""
 
 
 class ChatModel(Protocol):

@@ -43,6 +43,7 @@ from workers.actors import job_actor
 from workers.agent_tools import run_builtin
 from workers.jobs import Job
 from workers.resources import Resources
+from workers.webhook_deliveries import fire
 
 
 @job_actor("agent")
@@ -130,9 +131,14 @@ class _Turn:
         by_id = {info.id: info for info in chain}
 
         async def emit(type_: str, data: dict[str, Any]) -> bool:
-            if type_ == "delta" and data.get("text"):
-                return await self.job.emit("message.delta", {"delta": data["text"]})
-            return False
+            if type_ != "delta":
+                return False
+            cancelled = False
+            if data.get("reasoning"):
+                cancelled = await self.job.emit("reasoning.delta", {"delta": data["reasoning"]})
+            if data.get("text"):
+                cancelled = await self.job.emit("message.delta", {"delta": data["text"]})
+            return cancelled
 
         result = await chat.complete_with_fallbacks(
             [(info.id, res.chat_models.get(info)) for info in chain], request, emit,
@@ -152,6 +158,12 @@ class _Turn:
                                 usage["total_tokens"])
         calls = [call for call in result["tool_calls"] if call.get("id")]
         async with res.aengine.begin() as conn:
+            if result.get("reasoning"):
+                # Kept with the step, before its answer; the model is not sent it again.
+                await conn.execute(agents_db.insert_item(
+                    session_id=self.session_id, job_id=self.job.job_id, type_="reasoning",
+                    role="assistant", content=result["reasoning"],
+                    data={"model": answered.id}))
             await conn.execute(agents_db.insert_item(
                 session_id=self.session_id, job_id=self.job.job_id, type_="message",
                 role="assistant", content=result["content"] or "",
@@ -194,6 +206,7 @@ class _Turn:
                 output, error, elapsed_ms, sources = "", "the user denied this tool call", 0.0, \
                     None
             else:
+                await self._tool_event("tool_call.started", call)
                 outcome = await run_builtin(self.res, self.job.owner_id, self.agent, tool, call)
                 output, error = outcome.output, outcome.error
                 elapsed_ms, sources = outcome.execution_time_ms, outcome.sources
@@ -210,7 +223,17 @@ class _Turn:
             if sources is not None:
                 event["sources"] = sources
             await self.emit("tool_result", event)
+            await self._tool_event("tool_call.failed" if error else "tool_call.completed",
+                                   call, {"execution_time_ms": elapsed_ms, "result": output,
+                                          "error": error})
         return unapproved, waiting
+
+    async def _tool_event(self, name: str, call: Call,
+                          extra: dict[str, Any] | None = None) -> None:
+        """A server-side tool call's webhook event (Stack 2.9's fields, plus where it ran)."""
+        await fire(self.res, self.job.owner_id, [(name, {
+            "tool_call_id": call.id, "tool_name": call.name, "arguments": call.arguments,
+            "session_id": self.session_id, "job_id": self.job.job_id, **(extra or {})})])
 
     async def _end(self, session_status: str, *, stop_reason: str,
                    extra: dict[str, Any] | None = None) -> dict[str, Any]:

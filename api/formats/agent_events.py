@@ -1,9 +1,9 @@
 """An agent turn's stream: `event: <type>` and `data: {"type": <type>, …}` per event, with
 `id:` (the job log's event id, for `Last-Event-ID`).
 
-Only the turn's own events go out (`message.delta`, `tool_call`, `tool_result`,
-`requires_action`, `approval_required`, `turn.completed`, `turn.failed`); the job's
-lifecycle events do not. Every stream ends with one of the last four: a job that
+Only the turn's own events go out (`message.delta`, `reasoning.delta`, `tool_call`,
+`tool_result`, `requires_action`, `approval_required`, `turn.completed`, `turn.failed`);
+the job's lifecycle events do not. Every stream ends with one of the last four: a job that
 ended without one (failed, cancelled, or its end published by a redelivery) gets one made
 from its terminal event. Items are committed as they happen, so a `retry` (a redelivered
 turn) does not end the stream: the turn carries on from its last committed item.
@@ -16,8 +16,9 @@ from api.formats.sse import KEEPALIVE_FRAME, typed_frame
 from schemas.events import JobFailure, failure_of
 from schemas.jobs import Event
 
-AGENT_EVENTS = frozenset({"message.delta", "tool_call", "tool_result", "requires_action",
-                          "approval_required", "turn.completed", "turn.failed"})
+AGENT_EVENTS = frozenset({"message.delta", "reasoning.delta", "tool_call", "tool_result",
+                          "requires_action", "approval_required", "turn.completed",
+                          "turn.failed"})
 _ENDS = frozenset({"requires_action", "approval_required", "turn.completed", "turn.failed"})
 
 

@@ -43,6 +43,9 @@ class ChunkWriter(AnswerWriter[bytes]):
         delta: dict[str, Any] = {}
         if text := data.get("text"):
             delta["content"] = text
+        if reasoning := data.get("reasoning"):
+            # DeepSeek's and vLLM's field for a thinking model's reasoning.
+            delta["reasoning_content"] = reasoning
         if tool_calls := data.get("tool_calls"):
             delta["tool_calls"] = [_tool_call_delta(tc) for tc in tool_calls]
         self.sent_content = True

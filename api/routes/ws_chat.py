@@ -5,7 +5,8 @@ Client frames: `{type: "start", model, messages, …OpenAI parameters, id?}` (or
 tools add `tool_call` and `tool_result` frames),
 `{type: "stop"}`, `{type: "ping"}`, `{type: "subscribe", channel: "model_status"}`. Server
 frames: `{type: "content", delta, content}`
-(the same text twice: `content` is what Stack 2.9's clients read), `{type: "tool_call",
+(the same text twice: `content` is what Stack 2.9's clients read), `{type: "reasoning",
+delta}` (a thinking model's reasoning, without `content`), `{type: "tool_call",
 index, id?, name?, arguments}`, `{type: "done", finish_reason, usage, model, job_id}`,
 `{type: "error", code, message}`, `{type: "pong"}`; a start's optional `id` is echoed on
 the frames it causes. `stop` cancels the job (the worker halts at its next token) and
@@ -62,6 +63,9 @@ class _Frames(AnswerWriter[list[Frame]]):
         if event.type != "delta" or self._session.stopped:
             return None
         frames: list[Frame] = []
+        if reasoning := event.data.get("reasoning"):
+            # No `content` field: clients that print every frame's `content` skip it.
+            frames.append({"type": "reasoning", "delta": reasoning})
         if text := event.data.get("text"):
             frames.append({"type": "content", "delta": text, "content": text})
         frames.extend({"type": "tool_call", **call} for call in event.data.get("tool_calls") or ())
@@ -108,6 +112,8 @@ class _AgentFrames(AnswerWriter[list[Frame]]):
         if event.type == "message.delta":
             self.sent_content = True
             return [{"type": "content", "delta": data["delta"], "content": data["delta"]}]
+        if event.type == "reasoning.delta":
+            return [{"type": "reasoning", "delta": data["delta"]}]
         if event.type == "tool_call":
             # `tool_call_id`, not `id`: a start's `id` is echoed in `id` on every frame.
             return [{"type": "tool_call", "tool_call_id": data["id"], "name": data["name"],

@@ -109,6 +109,9 @@ async def _map_events(events: AsyncIterator[Any]) -> AsyncIterator[ChatChunk]:
             delta = event.delta
             if delta.type == "text_delta" and delta.text:
                 yield ChatChunk(text=delta.text)
+            elif delta.type == "thinking_delta" and delta.thinking:
+                # Extended thinking: the model's reasoning, apart from its answer.
+                yield ChatChunk(reasoning=delta.thinking)
             elif delta.type == "input_json_delta" and event.index in tool_index:
                 if delta.partial_json:
                     yield ChatChunk(

@@ -207,8 +207,12 @@ async def _chunks(raw: AsyncIterator[bytes]) -> AsyncIterator[ChatChunk]:
             delta = choice.get("delta") or {}
             text = delta.get("content") or ""
             calls = [_tool_delta(call) for call in delta.get("tool_calls") or ()]
-            if text or calls:
-                yield ChatChunk(text=text, tool_calls=calls)
+            # DeepSeek and vLLM stream a thinking model's reasoning as `reasoning_content`
+            # (some servers as `reasoning`).
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+            if text or calls or reasoning:
+                yield ChatChunk(text=text, tool_calls=calls,
+                                reasoning=reasoning if isinstance(reasoning, str) else "")
             # Held back: the final chunk must carry the reason and the usage that only
             # arrives in the chunk after it.
             finish_reason = choice.get("finish_reason") or finish_reason
@@ -247,8 +251,10 @@ def _whole_completion(body: Any) -> list[ChatChunk]:
     usage = Usage(prompt_tokens=raw_usage.get("prompt_tokens") or 0,
                   completion_tokens=raw_usage.get("completion_tokens") or 0) if raw_usage else None
     chunks = []
-    if message.get("content") or calls:
-        chunks.append(ChatChunk(text=message.get("content") or "", tool_calls=calls))
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+    if message.get("content") or calls or reasoning:
+        chunks.append(ChatChunk(text=message.get("content") or "", tool_calls=calls,
+                                reasoning=reasoning if isinstance(reasoning, str) else ""))
     chunks.append(ChatChunk(finish_reason=choices[0].get("finish_reason") or "stop", usage=usage))
     return chunks
 

@@ -74,6 +74,9 @@ class Behaviour:
     # step), e.g. {"tool_call": None, "echo": True}: call a tool once, then answer with
     # its result.
     after_tool: dict[str, Any] | None = None
+    # Streamed before the answer as a thinking model's reasoning: OpenAI-compatible
+    # `reasoning_content` deltas (DeepSeek, vLLM), Anthropic `thinking` blocks.
+    reasoning: str | None = None
     record: bool = True  # keep `requests`; benchmarks turn it off so memory stays flat
     # OpenAI only. Answer 200 with exactly this body instead of a completion (an HTML page,
     # a broken or hand-made event stream); a list is sent frame by frame, `gap_ms` apart.
@@ -260,6 +263,9 @@ class FakeUpstream:
 
         def frames() -> Iterator[bytes]:
             yield wire.openai_chunk(reply, {"role": "assistant", "content": ""}, None, usage)
+            for word in wire.split_words(behaviour.reasoning or ""):
+                yield wire.openai_chunk(reply, {"reasoning_content": word}, None, usage)
+                yield _GAP
             for i, word in enumerate(reply.words):
                 if i:
                     yield _GAP
@@ -293,19 +299,31 @@ class FakeUpstream:
             event = wire.anthropic_event
             yield wire.anthropic_message_start(reply)
             index = 0
+            if behaviour.reasoning:
+                thinking = {"type": "thinking", "thinking": "", "signature": ""}
+                yield event("content_block_start", {"index": 0, "content_block": thinking})
+                for word in wire.split_words(behaviour.reasoning):
+                    delta = {"type": "thinking_delta", "thinking": word}
+                    yield event("content_block_delta", {"index": 0, "delta": delta})
+                    yield _GAP
+                signed = {"type": "signature_delta", "signature": "fake-signature"}
+                yield event("content_block_delta", {"index": 0, "delta": signed})
+                yield event("content_block_stop", {"index": 0})
+                index = 1
             if reply.words or not reply.tool_name:
                 block: dict[str, Any] = {"type": "text", "text": ""}
-                yield event("content_block_start", {"index": 0, "content_block": block})
+                text_index = index
+                yield event("content_block_start", {"index": text_index, "content_block": block})
                 yield event("ping", {})
                 for i, word in enumerate(reply.words):
                     if i:
                         yield _GAP
                     delta = {"type": "text_delta", "text": word}
-                    yield event("content_block_delta", {"index": 0, "delta": delta})
+                    yield event("content_block_delta", {"index": text_index, "delta": delta})
                     if i + 1 == behaviour.stall_after_words:
                         yield _STALL
-                yield event("content_block_stop", {"index": 0})
-                index = 1
+                yield event("content_block_stop", {"index": text_index})
+                index = text_index + 1
             if reply.tool_name:
                 block = {"type": "tool_use", "id": reply.tool_id, "name": reply.tool_name,
                          "input": {}}  # fmt: skip

@@ -50,7 +50,7 @@ def test_the_worker_sends_the_requests_max_tokens_at_most_the_models_cap(
 
 def test_the_dev_models_carry_the_dev_cap_and_are_absent_when_switched_off() -> None:
     on = dev_models(enabled=True, max_output_tokens=4096)
-    assert sorted(on) == ["dev/echo", "dev/lorem"]
+    assert sorted(on) == ["dev/echo", "dev/lorem", "dev/tools"]
     assert {info.max_output_tokens for info in on.values()} == {4096}
     assert dev_models(enabled=False, max_output_tokens=4096) == {}
 
