@@ -33,6 +33,7 @@ from api.routes import (
     admin_users,
     agent_turns,
     chat,
+    dashboard_live,
     jobs,
     messages,
     models,
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
               *embedding_routes.routes,
               *ask_routes.routes, *admin_jobs.routes, *chain_routes.routes,
               *admin_job_ops.routes, *admin_queues.routes, *admin_audit.routes,
-              *agent_turns.routes, *agent_routes.routes]
+              *agent_turns.routes, *agent_routes.routes, *dashboard_live.routes]
     # Key scopes (api/scopes.py): every /v1 route checks the one table before it runs.
     guard_routes(routes)
     app = Starlette(
@@ -151,7 +152,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(UrlGuardMiddleware),
             Middleware(AuthMiddleware, verify=verify_credential,
                        public_paths=auth_routes.PUBLIC_PATHS,
-                       optional_paths=auth_routes.OPTIONAL_AUTH_PATHS,
+                       optional_paths=auth_routes.OPTIONAL_AUTH_PATHS
+                       | dashboard_live.OPTIONAL_AUTH_PATHS,
                        refusal_headers=refusal_headers),
             Middleware(RateLimitMiddleware),
         ],

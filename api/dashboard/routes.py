@@ -1,8 +1,9 @@
-"""The operator dashboard: one static page whose script reads admin-only JSON routes.
+"""The operator dashboard: one static page whose script follows the live feed
+(`GET /v1/admin/live`, api/routes/dashboard_live.py) and reads the admin JSON routes.
 
 The page itself holds no data, so it is served without a credential (a browser cannot
 send a Bearer header on navigation); everything it shows comes from `/v1` routes that
-check the admin role. The CSP allows only this origin's own script and style, so nothing
+check the caller's role (admin, operator or viewer; only the first two can act). The CSP allows only this origin's own script and style, so nothing
 a job's input or error contains can run as code in an operator's browser.
 """
 
