@@ -388,3 +388,50 @@ def test_websocket_chat_runs_an_agent_turn_with_tool_frames(
     assert "".join(f["content"] for f in frames if f["type"] == "content") == "5"
     assert frames[-1]["finish_reason"] == "stop" and all(f["id"] == "t1" for f in frames)
     assert missing["type"] == "error" and missing["code"] == "RESOURCE_NOT_FOUND"
+
+
+def test_reasoning_streams_as_reasoning_delta_and_is_kept_in_the_session(
+        http: httpx.Client, upstream: FakeUpstream, model: str) -> None:
+    upstream.reset(reasoning="Six sevens are forty-two.", text="42")
+    agent = new_agent(http, model, [])
+    session_id = new_session(http, agent["id"])
+    _, events = stream_turn(http, f"/v1/agents/sessions/{session_id}/messages",
+                            {"role": "user", "content": "6*7?"})
+    types = [t for t, _ in events]
+    assert types.index("reasoning.delta") < types.index("message.delta"), types
+    assert "".join(d["delta"] for t, d in events
+                   if t == "reasoning.delta") == "Six sevens are forty-two."
+    assert "".join(d["delta"] for t, d in events if t == "message.delta") == "42"
+    assert types[-1] == "turn.completed"
+    items = items_of(http, session_id)
+    assert [(i["type"], i["role"], i["content"]) for i in items] == [
+        ("message", "user", "6*7?"), ("reasoning", "assistant", "Six sevens are forty-two."),
+        ("message", "assistant", "42")]
+    # The next step's model does not get the reasoning back as a message.
+    upstream.reset(text="ok")
+    stream_turn(http, f"/v1/agents/sessions/{session_id}/messages",
+                {"role": "user", "content": "thanks"})
+    sent = upstream.requests[-1].body["messages"]
+    assert [m["content"] for m in sent] == ["Use tools.", "6*7?", "42", "thanks"]
+
+
+def test_dev_tools_calls_the_tool_the_user_names_and_quotes_its_result_offline(
+        http: httpx.Client) -> None:
+    agent = new_agent(http, "dev/tools", [{"type": "current_time"}, {"type": "calculator"}])
+    session_id = new_session(http, agent["id"])
+    path = f"/v1/agents/sessions/{session_id}/messages"
+    _, events = stream_turn(http, path, {"role": "user", "content": "calculator: 2 + 3"})
+    call = dict(events)["tool_call"]
+    assert (call["name"], call["arguments"]) == ("calculator", '{"expression": "2 + 3"}')
+    assert dict(events)["tool_result"]["output"] == "5"
+    assert "".join(d["delta"] for t, d in events
+                   if t == "message.delta") == "calculator returned: 5"
+    assert events[-1][0] == "turn.completed" and events[-1][1]["stop_reason"] == "stop"
+    # No tool named: the first one offered, with no arguments it requires.
+    _, events = stream_turn(http, path, {"role": "user", "content": "What time is it?"})
+    call = dict(events)["tool_call"]
+    assert (call["name"], call["arguments"]) == ("current_time", "{}")
+    answer = "".join(d["delta"] for t, d in events if t == "message.delta")
+    assert answer == f"current_time returned: {dict(events)['tool_result']['output']}"
+    assert [i["type"] for i in items_of(http, session_id)] == [
+        "message", "message", "tool_call", "tool_result", "message"] * 2

@@ -156,6 +156,21 @@ def test_a_webhook_url_reaching_this_machine_is_refused_at_submit(edge_stack: St
     assert "private or loopback" in error["message"] or "routable" in error["message"]
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "0x7f000001",
+                                  "2130706433", "127.1"])
+def test_a_webhook_subscription_to_this_machine_is_refused_on_create(edge_stack: Stack,
+                                                                     host: str) -> None:
+    # Refused when made, so nothing is ever sent (deliveries check again, for rebinding).
+    response = httpx.post(edge_stack.base_url + "/v1/webhooks", headers=edge_stack.headers,
+                          json={"url": f"http://{host}:9/hook", "events": ["job.succeeded"]})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "URL_NOT_ALLOWED"
+    assert "private or loopback" in error["message"]
+    listed = httpx.get(edge_stack.base_url + "/v1/webhooks", headers=edge_stack.headers)
+    assert all(w["url"] != f"http://{host}:9/hook" for w in listed.json()["data"])
+
+
 class _Receiver(BaseHTTPRequestHandler):
     received: list[tuple[dict[str, str], bytes]] = []
     arrived = threading.Event()

@@ -189,6 +189,21 @@ def _agent_session_state(http: httpx.Client, owner: User, session_id: str) -> An
     return body["status"], [(i["type"], i["content"]) for i in body["items"]]
 
 
+def _webhook(http: httpx.Client, owner: User) -> str:
+    # An event none of these tests raises, so nothing is ever sent to this port.
+    response = http.post("/v1/webhooks", headers=owner.headers, json={
+        "url": "http://127.0.0.1:9/tenancy", "events": ["tool_call.failed"]})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _webhook_state(http: httpx.Client, owner: User, webhook_id: str) -> Any:
+    body = http.get(f"/v1/webhooks/{webhook_id}", headers=owner.headers).json()
+    deliveries = http.get(f"/v1/webhooks/{webhook_id}/deliveries",
+                          headers=owner.headers).json()["data"]
+    return body["url"], body["events"], len(deliveries)
+
+
 RESOURCES = [
     Resource("active job", _submit_slow_job, _job_state, _JOB_PROBES, "/v1/jobs"),
     Resource("cancelled job", _cancelled_job, _job_state, _JOB_PROBES, "/v1/jobs"),
@@ -223,6 +238,9 @@ RESOURCES = [
         ("POST", "/v1/agents/sessions/{id}/messages"),
         ("POST", "/v1/agents/sessions/{id}/tool_results"),
         ("GET", "/v1/agents/sessions/{id}/events")], "/v1/agents/sessions"),
+    Resource("webhook", _webhook, _webhook_state, [
+        ("GET", "/v1/webhooks/{id}"), ("DELETE", "/v1/webhooks/{id}"),
+        ("GET", "/v1/webhooks/{id}/deliveries")], "/v1/webhooks"),
 ]
 
 

@@ -26,7 +26,7 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "127.255.0.9", "::1", "10.0.0.1", "172.16.5.4", "192.168.1.1",
-    "100.64.0.1", "fc00::1", "fd12:3456::1", "::ffff:127.0.0.1", "::ffff:10.1.2.3",
+    "100.64.0.1", "fc00::1", "fd00::1", "fd12:3456::1", "::ffff:127.0.0.1", "::ffff:10.1.2.3",
     "2002:7f00:1::", "64:ff9b::a00:1",
 ])
 def test_private_and_loopback_addresses_are_refused_unless_allowed(address: str) -> None:

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from pipelines import webhook_events
 from pipelines.errors import UpstreamUnavailable, UrlNotAllowed
 from pipelines.outbound import OutboundPolicy
 from pipelines.webhooks import SIGNATURE_HEADER, deliver, sign
@@ -89,3 +90,50 @@ def test_userinfo_in_the_url_is_not_sent_as_credentials(receiver) -> None:
     assert deliver(with_userinfo, {"id": "j1"}, "s3cret", policy=LOOPBACK_OK) == 200
     headers, _ = handler.received[0]
     assert "Authorization" not in headers
+
+
+# ------------------------------------------------------------------ subscription deliveries
+# pipelines/webhook_events.py: one attempt of a subscription's delivery, and its backoff.
+
+def test_a_subscription_delivery_is_signed_and_names_its_event_and_id(receiver) -> None:
+    url, handler = receiver
+    handler.status = 204
+    payload = {"event": "job.succeeded", "timestamp": "2026-01-01T00:00:00Z", "data": {}}
+    outcome = webhook_events.attempt("d-1", url, payload, "whsec_x", policy=LOOPBACK_OK,
+                                     timeout_s=5)
+    assert outcome == webhook_events.Attempt("delivered", status_code=204)
+    headers, body = handler.received[0]
+    assert headers[SIGNATURE_HEADER] == sign(body, "whsec_x")
+    assert headers["X-Switchyard-Event"] == "job.succeeded"
+    assert headers["X-Switchyard-Delivery"] == "d-1"
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(500, "retry"), (503, "retry"),
+                                                 (429, "retry"), (404, "failed"),
+                                                 (410, "failed")])
+def test_a_subscription_delivery_retries_5xx_and_429_and_gives_up_on_other_4xx(
+        receiver, status: int, outcome: str) -> None:
+    url, handler = receiver
+    handler.status = status
+    result = webhook_events.attempt("d-1", url, {"event": "e"}, "k", policy=LOOPBACK_OK,
+                                    timeout_s=5)
+    assert (result.outcome, result.status_code) == (outcome, status)
+    assert result.error == f"receiver answered {status}"
+
+
+def test_a_subscription_delivery_to_a_refused_address_fails_without_sending(receiver) -> None:
+    url, handler = receiver
+    result = webhook_events.attempt("d-1", url, {"event": "e"}, "k", policy=OutboundPolicy(),
+                                    timeout_s=5)
+    assert result.outcome == "failed" and "private or loopback" in (result.error or "")
+    assert handler.received == []
+
+
+def test_an_unreachable_subscription_receiver_is_retried() -> None:
+    result = webhook_events.attempt("d-1", "http://127.0.0.1:9/hook", {"event": "e"}, "k",
+                                    policy=LOOPBACK_OK, timeout_s=1)
+    assert result.outcome == "retry" and result.status_code is None
+
+
+def test_the_backoff_doubles_up_to_its_cap() -> None:
+    assert [webhook_events.backoff_s(n, 1.0, 5.0) for n in range(1, 6)] == [1, 2, 4, 5, 5]
