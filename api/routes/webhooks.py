@@ -81,7 +81,7 @@ async def create_webhook(request: Request) -> Response:
 
 
 @doc("List the caller's webhook subscriptions, newest first (limit, offset)",
-     response=WebhookList, tags=["webhooks"])
+     response=WebhookList, tags=["webhooks"], query={"limit": "integer", "offset": "integer"})
 async def list_webhooks(request: Request) -> Response:
     limit = int_query(request, "limit", 20, 1, _MAX_PAGE)
     offset = int_query(request, "offset", 0, 0, 1_000_000)
@@ -124,7 +124,8 @@ async def delete_webhook(request: Request) -> Response:
 
 @doc("A webhook's deliveries, newest first, with their status (pending, delivered, "
      "failed), attempts and last answer (status, limit, offset)", response=DeliveryList,
-     tags=["webhooks"])
+     tags=["webhooks"],
+     query={"status": "string", "limit": "integer", "offset": "integer"})
 async def list_deliveries(request: Request) -> Response:
     row = await _load(request)
     status = request.query_params.get("status")
