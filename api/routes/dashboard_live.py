@@ -56,7 +56,7 @@ from api.bodies import json_response as json
 from api.context import Principal, Services, services
 from api.enqueue_amqp import AmqpEnqueuer
 from api.errors import ApiError
-from api.formats.sse import KEEPALIVE_FRAME, SSE_HEADERS
+from api.formats.sse import KEEPALIVE_FRAME, SSE_HEADERS, typed_frame
 from api.openapi import doc
 from api.queue_gauges import QUEUES
 from pipelines import metrics
@@ -89,7 +89,7 @@ _TICKET_ALGORITHM = "HS256"
 _STATS_WINDOW_S = 3600
 _STATS_EVERY_S = 3.0  # while jobs change; unchanged stats are re-read every _STATS_IDLE_S
 _STATS_IDLE_S = 60.0
-_MODELS_EVERY_S = 30.0
+_MODELS_EVERY_S = 15.0
 _HISTORY_CACHE_S = 3.0
 _MODELS_CACHE_S = 10.0
 _MAX_CHANGES = 200  # job changes per beat
@@ -97,6 +97,7 @@ _ACTIVE_LIMIT = 1000  # active jobs watched per beat (oldest first)
 _RECENT_WINDOW_S = 10.0  # jobs created this recently are re-read every beat
 _QUEUE_SIZE = 64  # frames buffered per dashboard before it gets a fresh snapshot instead
 _RESNAPSHOT = object()
+_STATE_KEYS = frozenset({"queues", "workers", "stats", "models"})
 _JOB_FIELDS = ("id", "kind", "owner_id", "status", "attempts", "progress", "error",
                "created_at", "started_at", "finished_at")
 _JOB_COLUMNS = [jobs.c[name] for name in _JOB_FIELDS]
@@ -119,11 +120,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     return value
-
-
-def _frame(event_id: str, type_: str, data: dict[str, Any]) -> bytes:
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (
-        event_id.encode(), type_.encode(), orjson.dumps({"type": type_, **data}))
 
 
 # --- reading the state -------------------------------------------------------------------
@@ -219,16 +215,16 @@ async def read_model_traffic(svc: Services) -> list[ModelTraffic]:
     deployment serving it, requests and errors in the last hour and day, tokens and cost."""
     now = datetime.now(UTC)
     day, hour = now - timedelta(days=1), now - timedelta(hours=1)
+    registered = await svc.models.list()  # the dev models too, when enabled
     async with svc.autocommit.connect() as conn:
-        registered = (await conn.execute(dashboard_stats.registered_models())).all()
         deployed = (await conn.execute(dashboard_stats.deployment_states())).all()
         requests = (await conn.execute(dashboard_stats.model_requests(day, hour))).all()
         usage = (await conn.execute(dashboard_stats.model_usage(day))).all()
     out: dict[str, ModelTraffic] = {}
-    for row in registered:
-        status = row.runtime_status or ("enabled" if row.enabled else "disabled")
-        out[row.id] = ModelTraffic(id=row.id, provider=row.provider, enabled=row.enabled,
-                                   source=row.source, status=status)
+    for info in registered:
+        status = info.runtime_status or ("enabled" if info.enabled else "disabled")
+        out[info.id] = ModelTraffic(id=info.id, provider=info.provider, enabled=info.enabled,
+                                    source=info.source, status=status)
     for row in requests:
         model = out.setdefault(row.model, ModelTraffic(id=row.model, status="unregistered"))
         model.requests_24h, model.requests_1h = row.requests, row.requests_recent
@@ -289,6 +285,7 @@ class LiveFeed:
         self._boot = int(time.time() * 1000)
         self._seq = 0
         self._state: dict[str, Any] = {}
+        self._state_at = 0.0  # time.monotonic() of the last beat that read queues and workers
         self._state_lock = asyncio.Lock()
         self._known: dict[str, tuple[Any, ...]] = {}  # job id -> (status, attempts, progress)
         self._active: set[str] = set()
@@ -323,12 +320,15 @@ class LiveFeed:
     async def snapshot(self) -> tuple[str, dict[str, Any]]:
         """The current state (read now if no beat has run yet), with the event id it is as of."""
         async with self._state_lock:
-            if not self._state:
+            # Read afresh unless a beat is running: after the last dashboard left, what was
+            # kept is old.
+            if time.monotonic() - self._state_at > 3 * LIVE_INTERVAL_S or not (
+                    _STATE_KEYS <= self._state.keys()):
                 self._state = {"queues": await read_queues(self._svc),
                                "workers": await read_workers(self._svc),
                                "stats": await read_stats(self._svc),
                                "models": await self._models()}
-                self._stats_at = self._models_at = time.monotonic()
+                self._state_at = self._stats_at = self._models_at = time.monotonic()
             state = dict(self._state)
         return self._next_id(), {**state, "interval_s": LIVE_INTERVAL_S}
 
@@ -337,7 +337,7 @@ class LiveFeed:
         return [m.model_dump(mode="json") for m in traffic]
 
     def _publish(self, type_: str, data: dict[str, Any]) -> None:
-        frame = _frame(self._next_id(), type_, data)
+        frame = typed_frame(self._next_id(), type_, data)
         for subscriber in list(self._subscribers):
             try:
                 subscriber.queue.put_nowait(frame)
@@ -366,6 +366,7 @@ class LiveFeed:
         async with self._state_lock:
             previous = self._state.get("queues")
             self._state["queues"], self._state["workers"] = queues, workers
+            self._state_at = now
         if queues != previous:
             self._publish("queues", {"data": queues})
         self._publish("workers", {"data": workers})
@@ -523,7 +524,7 @@ async def live(request: Request) -> Response:
 
     async def frames() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        yield _frame(event_id, "snapshot", {**snapshot, "role": who.role})
+        yield typed_frame(event_id, "snapshot", {**snapshot, "role": who.role})
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -537,7 +538,7 @@ async def live(request: Request) -> Response:
                 continue
             if item is _RESNAPSHOT:
                 again_id, again = await feed.snapshot()
-                yield _frame(again_id, "snapshot", {**again, "role": who.role})
+                yield typed_frame(again_id, "snapshot", {**again, "role": who.role})
             else:
                 yield item
 

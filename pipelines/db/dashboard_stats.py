@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal, literal_column, select
 
-from pipelines.db.tables import deployments, jobs, models, usage_records
+from pipelines.db.tables import deployments, jobs, usage_records
 from schemas.jobs import JOB_ROUTES
 
 HISTORY_LOOKBACK = timedelta(days=1)
@@ -95,11 +95,6 @@ def model_usage(since: datetime) -> Select:
         .where(usage_records.c.created_at >= since)
         .group_by(usage_records.c.model)
     )
-
-
-def registered_models() -> Select:
-    return select(models.c.id, models.c.provider, models.c.upstream_model, models.c.enabled,
-                  models.c.source, models.c.runtime_status).order_by(models.c.id)
 
 
 def deployment_states() -> Select:

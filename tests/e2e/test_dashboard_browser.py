@@ -1,6 +1,7 @@
 """The operator dashboard in a real headless Chromium against the real stack: an admin signs
-in and watches queues, workers and jobs, and cancels a job from the page; anyone else is
-told the page is for admins only."""
+in and watches queues, workers, jobs, charts and models arrive over the live feed (no
+reload, no polling), and cancels a job from the page; a viewer sees everything and can act
+on nothing; a plain user is told the page is not for them; it fits a phone's width."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.browser import Browser, Page
-from tests.integration.accounts import new_user
+from tests.integration.accounts import PASSWORD, new_user
 from tests.integration.jobclient import client, lorem_input, poll, submit, wait_status
 
 # Set to a path to keep the admin test's screenshot (it is written to tmp_path anyway).
@@ -37,6 +38,29 @@ def page() -> Iterator[Page]:
 
 def _row(table: str, job_id: str) -> str:
     return f"document.querySelector('#{table} tr[data-job-id={json.dumps(job_id)}]')"
+
+
+def _sign_in(page: Page, stack: Any, *, key: str | None = None, email: str | None = None,
+             password: str | None = None) -> None:
+    page.goto(f"{stack.base_url}/dashboard")
+    if email:
+        page.type("#email", email)
+        page.type("#password", password or PASSWORD)
+    else:
+        page.type("#api-key", key or stack.admin_key)
+    page.click("#sign-in")
+
+
+def _live(page: Page) -> None:
+    page.wait_for("document.querySelector('#live').dataset.state === 'live'",
+                  what="the live feed connected")
+
+
+# Requests the page made since `_count_requests` (fetch and EventSource alike).
+_COUNT_REQUESTS = ("performance.setResourceTimingBufferSize(10000);"
+                   " window.__requests = performance.getEntriesByType('resource').length; true")
+_REQUESTS_SINCE = ("performance.getEntriesByType('resource').slice(window.__requests)"
+                   ".map(e => new URL(e.name).pathname)")
 
 
 def test_the_page_is_served_without_a_credential_and_holds_no_data(stack: Any) -> None:
@@ -67,6 +91,13 @@ def test_an_admin_watches_queues_workers_and_jobs_and_cancels_a_job(
     assert ":" in worker and "default" in worker and "chat" in worker  # host:pid, queues
     assert "MiB" in worker  # its memory, from the heartbeat
     assert page.evaluate("document.querySelector('#login').hidden") is True
+    _live(page)
+    assert page.evaluate("!document.querySelector('#live').hidden")
+    # Models and deployments: the dev models, with their traffic.
+    page.wait_for("document.querySelector('#models tr[data-model=\"dev/echo\"]')",
+                  what="dev/echo in the models panel")
+    page.evaluate("window.__loaded = performance.timeOrigin; true")
+    page.evaluate(_COUNT_REQUESTS)
 
     slow = submit(http, "chat", lorem_input(400, delay_ms=50))  # ~20 s unless cancelled
     failed = submit(http, "chat", lorem_input(3, dev_options={"fail_after_tokens": 1}))
@@ -77,6 +108,21 @@ def test_an_admin_watches_queues_workers_and_jobs_and_cancels_a_job(
                   what="the slow job, running, in recent jobs")
     page.wait_for(f"{_row('failed', failed['id'])}?.innerText.includes('UPSTREAM_ERROR')",
                   what="the failed job with its error")
+    # All of that arrived on the open page: no reload, and the lists were read on the
+    # feed's job events, not on a timer (no request but the job lists and charts).
+    assert page.evaluate("window.__loaded === performance.timeOrigin")
+    paths = set(page.evaluate(_REQUESTS_SINCE))
+    assert paths <= {"/v1/admin/jobs", "/v1/admin/jobs/failures", "/v1/admin/audit",
+                     "/v1/admin/queues/history"}, paths
+    # The throughput chart of the default queue, drawn once the noop job finished.
+    points = page.wait_for(
+        "document.querySelector('#charts .chart-row[data-queue=\"default\"]"
+        " svg[data-chart=throughput] polyline')?.getAttribute('points')",
+        what="the default queue's throughput chart", timeout_s=30)
+    assert len(points.split()) == 60  # one point per minute of the hour
+    assert page.evaluate("document.querySelector('#charts .chart-row[data-queue=\"default\"]"
+                         " svg[data-chart=latency]').querySelectorAll('polyline, circle')"
+                         ".length") >= 1
 
     page.click(f"#jobs tr[data-job-id=\"{slow['id']}\"] button[data-action=cancel]")
 
@@ -88,10 +134,20 @@ def test_an_admin_watches_queues_workers_and_jobs_and_cancels_a_job(
                   ".test(document.querySelector('#stats').innerText)",
                   what="run times, counting the noop job")
 
+    page.wait_for("[...document.querySelectorAll('#models tr[data-model=\"dev/lorem\"] td')]"
+                  ".some(td => /^[1-9]/.test(td.innerText))",
+                  what="dev/lorem's requests in the models panel", timeout_s=45)
+
     shot = page.screenshot(tmp_path / "dashboard.png")
     assert shot.stat().st_size > 10_000
     if SCREENSHOT_COPY:
         shutil.copy(shot, SCREENSHOT_COPY)
+
+    # A closed feed (here: closed by the page, as after an expired ticket) reconnects with
+    # a fresh ticket, showing "reconnecting" meanwhile.
+    page.evaluate("retryLive(); true")
+    assert page.evaluate("document.querySelector('#live').dataset.state") == "reconnecting"
+    _live(page)
 
     # The token lives in sessionStorage: a reload goes straight back to the dashboard.
     page.goto(f"{stack.base_url}/dashboard")
@@ -115,7 +171,7 @@ def test_a_non_admin_is_told_the_dashboard_is_for_admins_only(
     page.click("#sign-in")
 
     page.wait_for("!document.querySelector('#denied').hidden", what="the admins-only message")
-    assert "Admins only" in page.text("#denied")
+    assert "operators and viewers only" in page.text("#denied")
     assert page.evaluate("document.querySelector('#dashboard').hidden") is True
     assert page.text("#jobs tbody") == ""  # nothing was rendered
 
@@ -218,3 +274,63 @@ def test_an_admin_pauses_a_queue_its_job_stays_queued_then_resumes_it(
                       what="the pause and the resume in the audit log")
     finally:
         http.post("/v1/admin/queues/default/resume")
+
+
+def test_a_viewer_sees_everything_live_and_can_act_on_nothing(
+    stack: Any, http: httpx.Client, page: Page, tmp_path: Path
+) -> None:
+    made = http.post("/v1/admin/users", json={"email": f"viewer-{os.getpid()}-{id(page)}@ex.com",
+                                              "password": PASSWORD, "role": "viewer"})
+    if made.status_code == 422:
+        pytest.skip("the viewer role does not exist on this server yet")
+    assert made.status_code == 201, made.text
+    viewer = made.json()
+    failing = submit(http, "chat", lorem_input(3, dev_options={"fail_after_tokens": 1}))
+    wait_status(http, failing["id"])
+
+    _sign_in(page, stack, email=viewer["email"])
+    _live(page)
+    assert "read-only" in page.text("#role")
+    page.wait_for(f"{_row('failed', failing['id'])}", what="the failed job")
+    page.wait_for("document.querySelector('#queues tr[data-queue=\"default\"]')",
+                  what="the queues")
+    slow = submit(http, "chat", lorem_input(60, delay_ms=50))
+    page.wait_for(f"{_row('jobs', slow['id'])}?.innerText.includes('running')",
+                  what="the viewer's page following a job live")
+
+    actions = ("button[data-action=cancel], button[data-action=retry], "
+               "button[data-action=pause], button[data-action=resume], "
+               "button[data-action=purge], button[data-action=retry-group]")
+    assert page.evaluate(f"document.querySelectorAll({json.dumps(actions)}).length") == 0
+    for bulk in ("#bulk-retry", "#bulk-cancel"):
+        assert page.evaluate(f"document.querySelector('{bulk}').offsetParent === null")
+    # Detail stays readable.
+    page.click(f"#jobs tr[data-job-id=\"{slow['id']}\"] button[data-action=detail]")
+    page.wait_for("!document.querySelector('#job-detail').hidden", what="the job's detail")
+    page.screenshot(tmp_path / "dashboard-viewer.png")
+
+    # The API refuses the viewer anyway.
+    token = page.evaluate("sessionStorage.getItem('switchyard.dashboard.token')")
+    refused = http.post(f"/v1/admin/jobs/{slow['id']}/cancel",
+                        headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 403, refused.text
+    http.post(f"/v1/admin/jobs/{slow['id']}/cancel")
+
+
+def test_the_dashboard_fits_a_phone(stack: Any, http: httpx.Client, tmp_path: Path) -> None:
+    with Browser(width=390, height=844) as browser:
+        page = browser.page
+        submit(http, "noop", {"phone": True})
+        _sign_in(page, stack)
+        _live(page)
+        page.wait_for("document.querySelector('#jobs tr.job')", what="a job row")
+        page.wait_for("document.querySelector('#models tr.model')", what="a model row")
+        assert page.evaluate("window.innerWidth") <= 400
+        # Nothing wider than the screen: wide tables scroll inside their panels.
+        assert page.evaluate("document.documentElement.scrollWidth") <= page.evaluate(
+            "window.innerWidth") + 1
+        assert page.evaluate("getComputedStyle(document.querySelector('#jobs th.narrow-hide'))"
+                             ".display") == "none"
+        shot = page.screenshot(tmp_path / "dashboard-phone.png")
+        assert shot.stat().st_size > 5_000
+        assert browser.page.errors == []
