@@ -11,7 +11,7 @@ const RECENT_LIMIT = 25;
 const FAILED_LIMIT = 10;
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 const LIVE_EVENTS = ["snapshot", "queues", "workers", "jobs", "stats", "models"];
-const LISTS_GAP_MS = 1000;  // job lists are re-read at most this often
+const LISTS_GAP_MS = 2000;  // job lists are re-read at most this often
 const HISTORY_GAP_MS = 5000;  // charts likewise
 const RECONNECT_MS = [1000, 2000, 5000, 10000];
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -821,7 +821,7 @@ async function openDetail(jobId) {
 function renderAttempts(attempts) {
   fillBody($("#attempts"), attempts.map((attempt) => el("tr", { class: "attempt" },
     el("td", { class: "num" }, attempt.attempt),
-    el("td", {}, attempt.worker ? el("code", {}, attempt.worker) : "—"),
+    el("td", {}, (attempt.worker || attempt.worker_id) ? el("code", {}, attempt.worker || attempt.worker_id) : "—"),
     el("td", {}, when(attempt.started_at)),
     el("td", {}, when(attempt.ended_at)),
     el("td", { class: "num" }, attempt.duration_s != null ? seconds(attempt.duration_s) : "—"),
