@@ -74,7 +74,7 @@ def scoped_keys(http: httpx.Client, admin: User) -> dict[str, str]:
 
 def _call(http: httpx.Client, method: str, path: str, key: str) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"}
-    if method == "GET" and path.endswith("/events"):
+    if method == "GET" and (path.endswith("/events") or path == "/v1/admin/live"):
         with http.stream("GET", path, headers=headers) as response:
             response.read() if response.status_code != 200 else None
             return response
