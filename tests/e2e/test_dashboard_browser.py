@@ -113,7 +113,9 @@ def test_an_admin_watches_queues_workers_and_jobs_and_cancels_a_job(
     assert page.evaluate("window.__loaded === performance.timeOrigin")
     paths = set(page.evaluate(_REQUESTS_SINCE))
     assert paths <= {"/v1/admin/jobs", "/v1/admin/jobs/failures", "/v1/admin/audit",
-                     "/v1/admin/queues/history"}, paths
+                     "/v1/admin/queues/history",
+                     # a reconnect of the feed, if one happened meanwhile
+                     "/v1/admin/live/tickets", "/v1/admin/live"}, paths
     # The throughput chart of the default queue, drawn once the noop job finished.
     points = page.wait_for(
         "document.querySelector('#charts .chart-row[data-queue=\"default\"]"
