@@ -526,8 +526,10 @@ async def live(request: Request) -> Response:
     deadline = time.monotonic() + svc.settings.max_sse_lifetime_s
 
     async def frames() -> AsyncIterator[bytes]:
-        yield b"retry: 2000\n\n"
-        yield typed_frame(event_id, "snapshot", {**snapshot, "role": who.role})
+        # EventSource waits `retry` ms before reconnecting; sent with the first event (a
+        # frame of its own would be an empty event to some clients).
+        yield b"retry: 2000\n" + typed_frame(event_id, "snapshot",
+                                             {**snapshot, "role": who.role})
         while True:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -36,7 +36,10 @@ MODEL_OF_JOB = jobs.c.input["model"].astext
 
 def _seconds(later: ColumnElement[datetime],
              earlier: ColumnElement[datetime]) -> ColumnElement[float]:
-    return func.greatest(func.extract("epoch", later - earlier), 0)
+    """Seconds from `earlier` to `later`, never negative; NULL when either is NULL (GREATEST
+    alone would turn NULL into 0, and a job that never started would count as instant)."""
+    return case((and_(later.is_not(None), earlier.is_not(None)),
+                 func.greatest(func.extract("epoch", later - earlier), 0)), else_=None)
 
 
 def queue_history(since: datetime) -> Select:
