@@ -207,9 +207,12 @@ class Worker:
 # Claiming a job is one statement: the job's UPDATE, the attempt's row (who runs it, from
 # when), and any earlier attempt left unfinished marked `lost` (its worker died: the
 # broker redelivers only then, or the sweeper re-sent the job).
+# The statements that write `job_attempts` name their parameters apart from its columns
+# (`job`, `attempt_no`, ...): SQLAlchemy adds an execution parameter named like a column
+# of an UPDATE's table to that UPDATE's SET clause, CTEs included.
 _CLAIMED = (
     update(jobs)
-    .where(jobs.c.id == bindparam("job_id"), jobs.c.status.in_(_ACTIVE))
+    .where(jobs.c.id == bindparam("job"), jobs.c.status.in_(_ACTIVE))
     .values(status="running", attempts=jobs.c.attempts + 1,
             started_at=func.coalesce(jobs.c.started_at, func.now()), updated_at=func.now())
     .returning(jobs.c.id, jobs.c.attempts, jobs.c.kind, jobs.c.input, jobs.c.owner_id,
@@ -220,8 +223,8 @@ _ATTEMPT_OPENED = (
     insert(job_attempts)
     .from_select(["job_id", "attempt", "worker_id", "host", "pid"],
                  select(_CLAIMED.c.id, _CLAIMED.c.attempts,
-                        bindparam("worker_id", type_=Text), bindparam("host", type_=Text),
-                        bindparam("pid", type_=Integer)))
+                        bindparam("by_worker", type_=Text), bindparam("by_host", type_=Text),
+                        bindparam("by_pid", type_=Integer)))
     .on_conflict_do_nothing(index_elements=["job_id", "attempt"])
     .cte("attempt_opened")
 )
@@ -248,11 +251,11 @@ def mark_running(job_id: str, worker: Worker | None = None) -> Bound:
     (or that the sweeper found lost), so the earlier attempt is gone.
     """
     by = worker or Worker.this_process()
-    return _MARK_RUNNING, {"job_id": job_id, "worker_id": by.id, "host": by.host,
-                           "pid": by.pid}
+    return _MARK_RUNNING, {"job": job_id, "by_worker": by.id, "by_host": by.host,
+                           "by_pid": by.pid}
 
 
-_ERROR = bindparam("error", type_=JSONB)
+_ERROR = bindparam("error_body", type_=JSONB)
 
 
 def _finishing(outcome: str, **values: Any) -> Select:
@@ -260,8 +263,8 @@ def _finishing(outcome: str, **values: Any) -> Select:
     row finished in the same statement."""
     done = (
         update(jobs)
-        .where(jobs.c.id == bindparam("job_id"), jobs.c.status == "running",
-               jobs.c.attempts == bindparam("attempt"))
+        .where(jobs.c.id == bindparam("job"), jobs.c.status == "running",
+               jobs.c.attempts == bindparam("attempt_no"))
         .values(updated_at=func.now(), finished_at=func.now(), **values)
         .returning(jobs.c.id, jobs.c.webhook_url)
         .cte("done")
@@ -269,7 +272,7 @@ def _finishing(outcome: str, **values: Any) -> Select:
     ended = (
         update(job_attempts)
         .where(job_attempts.c.job_id == done.c.id,
-               job_attempts.c.attempt == bindparam("attempt"))
+               job_attempts.c.attempt == bindparam("attempt_no"))
         .values(finished_at=func.now(), outcome=outcome,
                 error=_ERROR if outcome == "failed" else null())
         .cte("attempt_ended")
@@ -283,9 +286,10 @@ _MARK_SUCCEEDED = _finishing("succeeded", status="succeeded",
 _MARK_FAILED = _finishing("failed", status="failed", error=_ERROR)
 _END_ATTEMPT = (
     update(job_attempts)
-    .where(job_attempts.c.job_id == bindparam("job_id"),
-           job_attempts.c.attempt == bindparam("attempt"), job_attempts.c.outcome.is_(None))
-    .values(finished_at=func.now(), outcome=bindparam("outcome", type_=Text), error=_ERROR)
+    .where(job_attempts.c.job_id == bindparam("job"),
+           job_attempts.c.attempt == bindparam("attempt_no"), job_attempts.c.outcome.is_(None))
+    .values(finished_at=func.now(), outcome=bindparam("outcome_name", type_=Text),
+            error=_ERROR)
 )
 _SET_PROGRESS = (
     update(jobs)
@@ -296,11 +300,11 @@ _SET_PROGRESS = (
 
 
 def mark_succeeded(job_id: str, attempt: int, result: Any) -> Bound:
-    return _MARK_SUCCEEDED, {"job_id": job_id, "attempt": attempt, "result": result}
+    return _MARK_SUCCEEDED, {"job": job_id, "attempt_no": attempt, "result": result}
 
 
 def mark_failed(job_id: str, attempt: int, error: dict[str, Any]) -> Bound:
-    return _MARK_FAILED, {"job_id": job_id, "attempt": attempt, "error": error}
+    return _MARK_FAILED, {"job": job_id, "attempt_no": attempt, "error_body": error}
 
 
 def end_attempt(job_id: str, attempt: int, outcome: str,
@@ -308,8 +312,8 @@ def end_attempt(job_id: str, attempt: int, outcome: str,
     """Finish an attempt that did not end the job: `retried` (the broker runs the message
     again) or `cancelled` (the job was cancelled under it). Off the hot path: only a
     failing or cancelled attempt runs it."""
-    return _END_ATTEMPT, {"job_id": job_id, "attempt": attempt, "outcome": outcome,
-                          "error": error}
+    return _END_ATTEMPT, {"job": job_id, "attempt_no": attempt, "outcome_name": outcome,
+                          "error_body": error}
 
 
 def attempts_of(job_id: str) -> Select:

@@ -61,20 +61,27 @@ def test_accounts_take_the_four_roles_and_nothing_else() -> None:
         UserCreate(email="a@b.co", password="long enough", role="root")  # type: ignore[arg-type]
 
 
-def _sql(statement: Any) -> str:
-    return str(statement.compile(dialect=postgresql.asyncpg.dialect()))
+def _sql(statement: Any, params: dict[str, Any]) -> str:
+    """As executed: SQLAlchemy compiles with the parameters' names as `column_keys`, and an
+    UPDATE's SET takes any of them named like one of its table's columns."""
+    return str(statement.compile(dialect=postgresql.asyncpg.dialect(),
+                                 column_keys=list(params)))
 
 
 def test_the_claim_records_the_attempt_in_the_same_statement() -> None:
     statement, params = jobs_db.mark_running("j1", jobs_db.Worker("host-a", 42))
-    sql = _sql(statement)
+    sql = _sql(statement, params)
     assert sql.startswith("WITH claimed AS") and "INSERT INTO job_attempts" in sql
-    assert "UPDATE job_attempts SET outcome" in sql  # earlier unfinished ones: lost
-    assert params == {"job_id": "j1", "worker_id": "host-a:42", "host": "host-a", "pid": 42}
+    # Earlier unfinished attempts become lost, and nothing else of theirs changes.
+    assert "UPDATE job_attempts SET outcome=$" in sql and "SET job_id" not in sql
+    assert params == {"job": "j1", "by_worker": "host-a:42", "by_host": "host-a",
+                      "by_pid": 42}
 
 
 @pytest.mark.parametrize("bound", [jobs_db.mark_succeeded("j1", 1, {}),
-                                   jobs_db.mark_failed("j1", 1, {"code": "X"})])
+                                   jobs_db.mark_failed("j1", 1, {"code": "X"}),
+                                   jobs_db.end_attempt("j1", 1, "retried")])
 def test_the_terminal_statements_finish_the_attempt(bound: Any) -> None:
-    sql = _sql(bound[0])
-    assert sql.startswith("WITH done AS") and "UPDATE job_attempts SET finished_at" in sql
+    sql = _sql(*bound)
+    assert "UPDATE job_attempts SET finished_at=now(), outcome=" in sql
+    assert "job_id=" not in sql.split("SET", 2)[-1].split("WHERE")[0]
