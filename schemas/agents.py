@@ -131,7 +131,7 @@ class SessionCreate(BaseModel):
 class ItemRead(BaseModel):
     id: str
     seq: int
-    type: Literal["message", "tool_call", "tool_result", "approval"]
+    type: Literal["message", "reasoning", "tool_call", "tool_result", "approval"]
     role: str | None = None
     content: str | None = None
     data: dict[str, Any]
