@@ -3,8 +3,9 @@
 
 The page itself holds no data, so it is served without a credential (a browser cannot
 send a Bearer header on navigation); everything it shows comes from `/v1` routes that
-check the caller's role (admin, operator or viewer; only the first two can act). The CSP allows only this origin's own script and style, so nothing
-a job's input or error contains can run as code in an operator's browser.
+check the caller's role (admin, operator or viewer; only the first two can act). The CSP
+allows only this origin's own script and style (and `connect-src 'self'` for the feed), so
+nothing a job's input or error contains can run as code in an operator's browser.
 """
 
 from __future__ import annotations

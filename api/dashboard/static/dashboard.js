@@ -680,7 +680,7 @@ function polylines(values, max, cls) {
   });
   if (run.length) runs.push(run);
   return runs.map((points) => (points.length === 1
-    ? svg("circle", { class: cls, r: 2.5, cx: points[0].split(",")[0], cy: points[0].split(",")[1] })
+    ? svg("circle", { class: cls, r: 4, cx: points[0].split(",")[0], cy: points[0].split(",")[1] })
     : svg("polyline", { class: cls, points: points.join(" "), "data-points": points.length })));
 }
 
@@ -698,7 +698,8 @@ function chart(kind, title, series, minutes, format) {
     preserveAspectRatio: "none", role: "img", "aria-label": title, "data-chart": kind },
   ...grid, ...series.flatMap((s) => polylines(s.values, max, s.cls)), ...hover);
   return el("figure", { class: "chart-box" },
-    el("figcaption", {}, title, el("span", { class: "muted" }, ` max ${format(max)}`)),
+    el("figcaption", {}, title, el("span", { class: "muted" }, ` max ${format(max)}`),
+      ...series.map((s) => el("span", { class: `legend ${s.cls}` }, s.label))),
     picture,
     el("div", { class: "axis muted" },
       el("span", {}, clockFormat.format(new Date(minutes[0]))),
