@@ -4,7 +4,6 @@ gets past the check; a key's scopes never exceed its owner's rights."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -23,6 +22,10 @@ _PUBLIC = {("POST", "/v1/auth/login"), ("POST", "/v1/auth/webauthn/login/init"),
            ("POST", "/v1/auth/webauthn/login/complete")}
 
 
+# Fixed, so that every pytest-xdist worker collects the same test ids.
+UNKNOWN_ID = "6f1d0c52-93a4-4b7e-8c1a-0000000000a4"
+
+
 def _routes() -> list[tuple[str, str, str]]:
     """(method, concrete path, scope) for every /v1 route the app serves."""
     app = create_app(Settings(switchyard_env="development", log_json=False))
@@ -31,7 +34,7 @@ def _routes() -> list[tuple[str, str, str]]:
         for method, path in route_keys(route):
             if not path.startswith("/v1") or (method, path) in _PUBLIC:
                 continue
-            concrete = path.replace("{}", str(uuid.uuid4()))
+            concrete = path.replace("{}", UNKNOWN_ID)
             rows.append((method, concrete, ROUTE_SCOPES.get((method, path), "<undeclared>")))
     return rows
 
