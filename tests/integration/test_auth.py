@@ -54,8 +54,8 @@ def test_login_gives_a_token_that_works_until_logout(client: httpx.Client,
     assert body["user"]["id"] == user["id"] and "password_hash" not in body["user"]
     token = body["access_token"]
     session = client.get("/v1/auth/session", headers=bearer(token)).json()
-    assert session == {"authenticated": True, "user": session["user"], "via": "session",
-                       "key_id": None, "scopes": []}
+    assert session == {"authenticated": True, "role": "user", "permissions": [],
+                       "user": session["user"], "via": "session", "key_id": None, "scopes": []}
     assert session["user"]["email"] == user["email"]
     assert client.post("/v1/auth/logout", headers=bearer(token)).json() == {"revoked": True}
     after = client.get("/v1/auth/session", headers=bearer(token))
