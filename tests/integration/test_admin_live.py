@@ -3,6 +3,7 @@ and model traffic, against the real stack."""
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -116,6 +117,23 @@ def test_the_feed_sends_a_snapshot_then_queue_and_job_changes(
         assert "-" in first_id
     finally:
         http.post("/v1/admin/queues/default/resume")
+
+
+def test_every_dashboard_gets_the_same_frames_from_one_reader_per_process(
+    stack: Any, http: httpx.Client
+) -> None:
+    """Frame ids come from the process's one feed: two dashboards receive the very same
+    `workers` frames (a reader per client would number its own)."""
+    with connect_sse(http, "GET", LIVE, timeout=httpx.Timeout(20.0)) as one, \
+            connect_sse(http, "GET", LIVE, headers={"Last-Event-ID": "1-1"},
+                        timeout=httpx.Timeout(20.0)) as two:
+        first, second = _events(one), _events(two)
+        assert next(first)[1] == "snapshot"
+        assert next(second)[1] == "snapshot"  # a reconnect starts with a snapshot too
+        ids_one = [i for i, t, _ in itertools.islice(first, 6) if t == "workers"]
+        ids_two = [i for i, t, _ in itertools.islice(second, 6) if t == "workers"]
+    assert ids_one and ids_two
+    assert set(ids_one) & set(ids_two), (ids_one, ids_two)
 
 
 def test_a_ticket_opens_the_feed_without_a_header_and_a_bad_one_is_refused(
