@@ -1,5 +1,6 @@
-"""Re-sends jobs whose broker message was lost (e.g. Redis restarted without persistence),
-and deletes direct uploads that expired unconfirmed, with their bytes.
+"""Re-sends jobs and webhook deliveries whose broker message was lost (e.g. Redis
+restarted without persistence), and deletes direct uploads that expired unconfirmed, with
+their bytes.
 
 Runs as a thread in every worker process; a Redis lock lets one of them sweep per interval.
 With Redis, a job is re-sent only if no message for it is in Dramatiq's hashes (queued,
@@ -52,6 +53,16 @@ class Sweeper(dramatiq.Middleware):
                     log.warning("sweeper re-sent %d lost jobs", recovered)
             except Exception:
                 log.exception("sweeper pass failed")
+            try:
+                # Not at the top: workers/broker.py imports this module before it sets the
+                # broker that the delivery actor's module declares its actor on.
+                from workers.webhook_deliveries import resend_lost
+
+                resent = resend_lost(broker, self.stale_after_s)
+                if resent:
+                    log.warning("sweeper re-sent %d lost webhook deliveries", resent)
+            except Exception:
+                log.exception("webhook delivery sweep failed")
             try:
                 removed = sweep_uploads_once(self.upload_grace_s)
                 if removed:

@@ -4,11 +4,13 @@ delivers each one (pipelines/webhook_events.py does the work)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from pipelines import webhook_events
 from pipelines.db import webhooks as webhooks_db
@@ -39,6 +41,34 @@ async def fire(res: Resources, owner_id: str,
 def _send(delivery_ids: list[str]) -> None:
     for delivery_id in delivery_ids:
         deliver_subscription_event.send(delivery_id)
+
+
+def resend_lost(broker: dramatiq.Broker, stale_after_s: float, limit: int = 500) -> int:
+    """Send again the pending deliveries whose message is gone (a worker died between
+    recording and sending them, or Redis lost it); returns how many. Called by the sweeper.
+
+    With Redis, a delivery whose message is still queued, delayed (a retry waiting out its
+    backoff) or in flight is left alone. RabbitMQ cannot list its messages, and gives a dead
+    worker's back by itself: nothing is re-sent there.
+    """
+    if isinstance(broker, RabbitmqBroker):
+        return 0
+    res = current()
+    with res.engine.begin() as conn:
+        claimed = [str(row.id) for row in conn.execute(
+            webhooks_db.claim_lost_deliveries(stale_after_s, limit))]
+    if not claimed:
+        return 0
+    queue = DELIVERY_ROUTE.queue_name
+    in_broker: set[str] = set()
+    for name in (queue, f"{queue}.DQ"):
+        for raw in res.redis.hvals(res.keys.dramatiq_messages(name)):
+            message = json.loads(raw)
+            if message.get("actor_name") == DELIVERY_ROUTE.actor_name:
+                in_broker.add(str((message.get("args") or [None])[0]))
+    lost = [delivery_id for delivery_id in claimed if delivery_id not in in_broker]
+    _send(lost)
+    return len(lost)
 
 
 # Attempts are counted on the delivery row against WEBHOOK_MAX_ATTEMPTS (at most 50); this

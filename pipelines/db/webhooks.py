@@ -154,6 +154,20 @@ def record_attempt(delivery_id: str, *, status: str, status_code: int | None,
             .returning(d.c.attempts))
 
 
+def claim_lost_deliveries(stale_after_s: float, limit: int) -> ReturningUpdate[Any]:
+    """Pending deliveries untouched for `stale_after_s` (their message may be lost): each
+    is claimed by one sweeper (SKIP LOCKED) and touched, so the next pass leaves it for
+    as long again; yields their ids."""
+    d = webhook_deliveries
+    stale = (select(d.c.id)
+             .where(d.c.status == "pending",
+                    d.c.updated_at < func.now() - func.make_interval(0, 0, 0, 0, 0, 0,
+                                                                     stale_after_s))
+             .limit(limit).with_for_update(skip_locked=True))
+    return (update(d).where(d.c.id.in_(stale.scalar_subquery()))
+            .values(updated_at=func.now()).returning(d.c.id))
+
+
 def list_deliveries(webhook_id: str, owner_id: str, limit: int, offset: int,
                     status: str | None = None) -> Select:
     d = webhook_deliveries

@@ -17,8 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from sqlalchemy import create_engine, text
 
+from pipelines.db.engine import sync_url
 from tests.integration.accounts import RELAXED_LOGIN_ENV, new_user
 from tests.integration.conftest import Stack, _start_stack
 from tests.integration.jobclient import lorem_input, poll, wait_status
@@ -79,7 +82,9 @@ def hooks_stack(tmp_path_factory: pytest.TempPathFactory, database_url: str,
                 redis_url: str) -> Iterator[Stack]:
     stack = _start_stack(tmp_path_factory.mktemp("webhooks"), database_url, redis_url,
                          env={**RELAXED_LOGIN_ENV, "WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-                              "WEBHOOK_BACKOFF_S": "0.2", "WEBHOOK_MAX_BACKOFF_S": "0.5"})
+                              "WEBHOOK_BACKOFF_S": "0.2", "WEBHOOK_MAX_BACKOFF_S": "0.5",
+                              # The lost-delivery test waits for a sweep.
+                              "SWEEPER_INTERVAL_S": "1", "SWEEPER_STALE_AFTER_S": "5"})
     yield stack
     stack.stop()
 
@@ -267,3 +272,30 @@ def test_another_users_webhook_is_not_found(http: httpx.Client, hooks_stack: Sta
         assert http.request(method, path, headers=other.headers).status_code == 404
     assert http.get("/v1/webhooks", headers=other.headers).json()["data"] == []
     assert user.get(f"/v1/webhooks/{hook['id']}").status_code == 200
+
+
+def test_a_delivery_whose_message_was_lost_is_sent_by_the_sweeper(
+        user: httpx.Client, receiver: Receiver, database_url: str) -> None:
+    hook = subscribe(user, receiver.url + "/lost", ["job.succeeded"])
+    # Recorded but never sent, as when a worker dies between the two: only the sweeper
+    # can find it.
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.begin() as conn:
+            delivery_id = str(conn.execute(text("""
+                INSERT INTO webhook_deliveries (id, webhook_id, owner_id, event, payload,
+                                                created_at, updated_at)
+                SELECT gen_random_uuid(), id, owner_id, 'job.succeeded', CAST(:payload AS jsonb),
+                       now() - interval '1 hour', now() - interval '1 hour'
+                  FROM webhook_subscriptions WHERE id = :webhook_id
+                RETURNING id"""), {"webhook_id": hook["id"], "payload": orjson.dumps({
+                    "event": "job.succeeded", "timestamp": "2026-01-01T00:00:00Z",
+                    "data": {"job_id": "lost"}}).decode()}).scalar_one())
+    finally:
+        engine.dispose()
+    [row] = settled(user, hook["id"], 1)
+    assert (row["id"], row["status"], row["attempts"]) == (delivery_id, "delivered", 1)
+    [received] = receiver.at("/lost")
+    assert received.headers["X-Switchyard-Delivery"] == delivery_id
+    assert received.payload["data"] == {"job_id": "lost"}
+    assert_signed(received, hook["secret"])

@@ -52,6 +52,9 @@ def upgrade() -> None:
     )
     op.create_index('ix_webhook_deliveries_webhook_created', 'webhook_deliveries',
                     ['webhook_id', 'created_at'])
+    # The sweeper's look for pending deliveries whose message was lost.
+    op.create_index('ix_webhook_deliveries_pending', 'webhook_deliveries', ['updated_at'],
+                    postgresql_where=sa.text("status = 'pending'"))
 
 
 def downgrade() -> None:
