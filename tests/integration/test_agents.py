@@ -435,3 +435,22 @@ def test_dev_tools_calls_the_tool_the_user_names_and_quotes_its_result_offline(
     assert answer == f"current_time returned: {dict(events)['tool_result']['output']}"
     assert [i["type"] for i in items_of(http, session_id)] == [
         "message", "message", "tool_call", "tool_result", "message"] * 2
+
+
+def test_websocket_reasoning_frames_carry_no_content_field(
+        http: httpx.Client, stack: Stack, upstream: FakeUpstream, model: str) -> None:
+    upstream.reset(reasoning="Let me see.", text="Yes.")
+    session_id = new_session(http, new_agent(http, model, [])["id"])
+    url = stack.base_url.replace("http://", "ws://") + "/v1/ws/chat"
+    frames: list[dict[str, Any]] = []
+    with ws_connect(url, additional_headers=stack.headers, open_timeout=10) as socket:
+        socket.send(json.dumps({"type": "start", "agent_session_id": session_id,
+                                "content": "well?"}))
+        while not frames or frames[-1]["type"] not in ("done", "error"):
+            frames.append(json.loads(socket.recv(timeout=30)))
+    reasoning = [f for f in frames if f["type"] == "reasoning"]
+    assert "".join(f["delta"] for f in reasoning) == "Let me see."
+    assert all("content" not in f for f in reasoning)
+    # What a Stack 2.9 client prints (`data.content` of every frame) is the answer only.
+    assert "".join(f.get("content") or "" for f in frames) == "Yes."
+    assert frames[-1]["type"] == "done"
