@@ -278,7 +278,8 @@ def test_a_delivery_whose_message_was_lost_is_sent_by_the_sweeper(
         user: httpx.Client, receiver: Receiver, database_url: str) -> None:
     hook = subscribe(user, receiver.url + "/lost", ["job.succeeded"])
     # Recorded but never sent, as when a worker dies between the two: only the sweeper
-    # can find it.
+    # can find it. Just past this stack's SWEEPER_STALE_AFTER_S, and well short of the
+    # default, which other stacks on the run's database keep.
     engine = create_engine(sync_url(database_url))
     try:
         with engine.begin() as conn:
@@ -286,7 +287,7 @@ def test_a_delivery_whose_message_was_lost_is_sent_by_the_sweeper(
                 INSERT INTO webhook_deliveries (id, webhook_id, owner_id, event, payload,
                                                 created_at, updated_at)
                 SELECT gen_random_uuid(), id, owner_id, 'job.succeeded', CAST(:payload AS jsonb),
-                       now() - interval '1 hour', now() - interval '1 hour'
+                       now() - interval '10 seconds', now() - interval '10 seconds'
                   FROM webhook_subscriptions WHERE id = :webhook_id
                 RETURNING id"""), {"webhook_id": hook["id"], "payload": orjson.dumps({
                     "event": "job.succeeded", "timestamp": "2026-01-01T00:00:00Z",
