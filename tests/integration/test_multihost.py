@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,15 +47,19 @@ ENV = {"EMBEDDING_PROVIDER": "hash", "BROKER_HEARTBEAT_TIMEOUT_MS": "2000",
 
 
 @pytest.fixture
-def hosts(tmp_path: Path) -> Iterator[list[NetHost]]:
+def hosts() -> Iterator[list[NetHost]]:
+    """Two hosts whose roots are short paths: a host's /tmp holds Unix sockets (the ingest
+    sandbox's), whose paths may not exceed 107 bytes, and pytest's tmp_path (longer still
+    under pytest-xdist) leaves too little of that."""
     created: list[NetHost] = []
-    try:
-        for index in (1, 2):
-            created.append(NetHost.create(index, tmp_path / f"host{index}"))
-        yield created
-    finally:
-        for host in created:
-            host.destroy()
+    with tempfile.TemporaryDirectory(prefix="sy-hosts-") as root:
+        try:
+            for index in (1, 2):
+                created.append(NetHost.create(index, Path(root) / f"h{index}"))
+            yield created
+        finally:
+            for host in created:
+                host.destroy()
 
 
 def _start_worker(stack: Stack, host: NetHost, database_url: str, redis_url: str) -> None:
