@@ -109,10 +109,6 @@ def run_usage(steps: Sequence[Any]) -> dict[str, Any]:
     return {"total_tokens": tokens, "cost_usd": float(cost)}
 
 
-async def definition_of(conn: AsyncConnection, chain_id: str, version: int) -> dict[str, Any]:
-    return dict((await conn.execute(chains_db.get_version(chain_id, version))).scalar_one())
-
-
 async def dispatch_next(conn: AsyncConnection, run: Any, definition: Mapping[str, Any],
                         steps: Sequence[Any], *, owner_id: str,
                         key_id: str | None) -> list[str] | None:
@@ -164,16 +160,19 @@ async def start_run(db: AsyncEngine, run: RunHandle, *, owner_id: str, key_id: s
     if run.attempt > 1:
         await run.events.request_cancel(run.run_id, run.attempt - 1, cancel_ttl_s)
     async with db.begin() as conn:
-        row = (await conn.execute(chains_db.lock_run(run.run_id))).first()
+        row = (await conn.execute(chains_db.lock_run(run.run_id, with_definition=True))).first()
         if row is None:
             raise InvalidInput("This chain run has no record; start it with "
                                "POST /v1/chains/{id}/run.")
         if row.status != "running" or row.attempts != run.attempt:
             # Cancelled (or taken over by a later attempt) since this attempt claimed it.
             raise JobCancelled("The chain run ended before it started.")
-        definition = await definition_of(conn, str(row.chain_id), row.version)
-        await _stop_steps(conn, run.run_id)
-        await conn.execute(chains_db.reset_unfinished_steps(run.run_id))
+        definition = dict(row.definition)
+        if run.attempt > 1:
+            # A first attempt has no earlier one whose steps it must fence off or reset
+            # (a resume is a later attempt of the same job; a rerun is a new run).
+            await _stop_steps(conn, run.run_id)
+            await conn.execute(chains_db.reset_unfinished_steps(run.run_id))
         steps = await _steps(conn, run.run_id)
         await run.emit("execution_started", {"executionId": run.run_id,
                                              "totalPrompts": len(steps),
@@ -228,17 +227,16 @@ async def settle_step(db: AsyncEngine, run_id: str, events: AsyncEventLog, step:
     failed_row: Any = None
     sent: list[str] = []
     async with db.begin() as conn:
-        run = (await conn.execute(chains_db.lock_run(run_id))).first()
-        if run is None or run.status != "running":
+        run = (await conn.execute(chains_db.finish_step(
+            run_id, str(step.id), job_id, job_attempt, status=outcome.status,
+            output=outcome.output, model=outcome.model, prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens, cost_usd=outcome.cost_usd,
+            error=outcome.error, metadata=outcome.metadata, input=outcome.input))).first()
+        if run is None or run.status != "running" or not run.finished:
             await conn.rollback()
             return None
         handle = RunHandle(run_id, events, run.attempts)
-        owned = (await conn.execute(chains_db.finish_step(
-            str(step.id), job_id, job_attempt, status=outcome.status, output=outcome.output,
-            model=outcome.model, prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens, cost_usd=outcome.cost_usd,
-            error=outcome.error, metadata=outcome.metadata, input=outcome.input))).first()
-        done = await record_job(conn) if owned is not None else None
+        done = await record_job(conn)
         if done is None:
             await conn.rollback()
             return None

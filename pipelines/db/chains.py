@@ -207,10 +207,17 @@ def get_run(run_id: str, owner_id: str) -> Select:
             .where(chain_runs.c.id == run_id, chain_runs.c.owner_id == owner_id))
 
 
-def lock_run(run_id: str) -> Select:
+def lock_run(run_id: str, *, with_definition: bool = False) -> Select:
     """The run with its job row locked: step completions, failures, the timeout and a
-    cancel (an UPDATE of that row) take their turns, one at a time."""
-    return (select(*_RUN_COLUMNS).select_from(chain_runs.join(jobs, jobs.c.id == chain_runs.c.id))
+    cancel (an UPDATE of that row) take their turns, one at a time. With `with_definition`,
+    also its version's definition (a run's start needs it: one round trip, not two)."""
+    columns: list[Any] = list(_RUN_COLUMNS)
+    if with_definition:
+        columns.append(select(chain_versions.c.definition)
+                       .where(chain_versions.c.chain_id == chain_runs.c.chain_id,
+                              chain_versions.c.version == chain_runs.c.version)
+                       .scalar_subquery().label("definition"))
+    return (select(*columns).select_from(chain_runs.join(jobs, jobs.c.id == chain_runs.c.id))
             .where(chain_runs.c.id == run_id).with_for_update(of=jobs))
 
 
@@ -307,11 +314,20 @@ def _owned(step_id: str, job_id: str, job_attempt: int) -> tuple[Any, ...]:
             chain_run_steps.c.job_attempt == job_attempt, chain_run_steps.c.status == "running")
 
 
-def finish_step(step_id: str, job_id: str, job_attempt: int, *, status: str,
+def finish_step(run_id: str, step_id: str, job_id: str, job_attempt: int, *, status: str,
                 output: str | None, model: str | None, prompt_tokens: int | None,
                 completion_tokens: int | None, cost_usd: Any, error: dict[str, Any] | None,
-                metadata: dict[str, Any] | None, input: str | None = None) -> Update:
-    """Record the step's end, if this attempt of its job still owns it (else no row)."""
+                metadata: dict[str, Any] | None, input: str | None = None) -> Select:
+    """A step's end, in one round trip: lock the run's job row (as `lock_run`), and record
+    the step's end if the run still runs and this attempt of its job still owns the step.
+
+    The run's row, with `finished` True when the step's end was recorded. The other steps
+    are read by a later statement: this one's snapshot predates the lock's wait, so a
+    sibling that ended while it waited would look unfinished here.
+    """
+    run = (select(jobs.c.id, jobs.c.status, jobs.c.error, jobs.c.result, jobs.c.attempts,
+                  jobs.c.started_at, jobs.c.finished_at, jobs.c.key_id)
+           .where(jobs.c.id == run_id).with_for_update().cte("locked_run"))
     values: dict[str, Any] = dict(
         status=status, output=output, model=model, prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens, cost_usd=cost_usd, error=error, metadata=metadata,
@@ -319,8 +335,18 @@ def finish_step(step_id: str, job_id: str, job_attempt: int, *, status: str,
         duration_ms=func.extract("epoch", func.now() - chain_run_steps.c.started_at) * 1000)
     if input is not None:
         values["input"] = input
-    return (update(chain_run_steps).where(*_owned(step_id, job_id, job_attempt))
-            .values(**values).returning(chain_run_steps.c.id))
+    finished = (update(chain_run_steps)
+                .where(*_owned(step_id, job_id, job_attempt),
+                       exists(select(1).select_from(run).where(run.c.status == "running")))
+                .values(**values)
+                .returning(chain_run_steps.c.id)
+                .cte("finished"))
+    return (select(chain_runs.c.id, chain_runs.c.chain_id, chain_runs.c.version,
+                   chain_runs.c.owner_id, chain_runs.c.inputs, chain_runs.c.rerun_of,
+                   chain_runs.c.created_at, run.c.status, run.c.error, run.c.result,
+                   run.c.attempts, run.c.started_at, run.c.finished_at, run.c.key_id,
+                   exists(select(1).select_from(finished)).label("finished"))
+            .select_from(run.join(chain_runs, chain_runs.c.id == run.c.id)))
 
 
 def stop_active_steps(run_id: str, status: str = "cancelled") -> Update:
