@@ -38,8 +38,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy api workers pipelines schemas
 
+# Two pytest workers (pytest-xdist), each taking a whole test file at a time, so module-scoped
+# stacks stay shared; each worker starts its own Postgres and Redis. Most of the suite waits
+# on real processes, so two workers nearly halve it on two cores. TEST_WORKERS=0 runs it
+# in one process.
+TEST_WORKERS ?= 2
+
 test: lint browser
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The dashboard's e2e test drives Debian's Chromium headless (nothing is downloaded at run
 # time). Installed once when missing; needs root, or sudo. Takes about 25 s.
