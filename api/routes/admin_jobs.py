@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.admin_state import read_stats
 from api.auth import require_act_jobs, require_read
 from api.bodies import json_response as json
 from api.bodies import path_id
@@ -31,13 +32,9 @@ from schemas.admin_jobs import (
     AdminJobList,
     AdminJobRead,
     AdminJobSummary,
-    JobCount,
     JobStats,
-    RunTimes,
 )
-from schemas.jobs import JobStatus
 
-STATS_WINDOW_S = 3600
 _MAX_PAGE = 100
 
 
@@ -90,23 +87,7 @@ def _limit(raw: str) -> int:
      "jobs that succeeded in the last hour", response=JobStats, tags=["admin"])
 async def job_stats(request: Request) -> Response:
     require_read(request)
-    async with services(request).autocommit.connect() as conn:
-        rows = (await conn.execute(jobs_db.stats(STATS_WINDOW_S))).all()
-    by_status = {status.value: JobCount(total=0, last_hour=0) for status in JobStatus}
-    by_kind: dict[str, JobCount] = {}
-    overall, run_times = JobCount(total=0, last_hour=0), RunTimes(count=0)
-    for row in rows:
-        count = JobCount(total=row.total, last_hour=row.recent)
-        if row.grouping == jobs_db.STATS_BY_STATUS:
-            by_status[row.status] = count
-        elif row.grouping == jobs_db.STATS_BY_KIND:
-            by_kind[row.kind] = count
-        else:
-            # An empty table still yields this row (the empty grouping set), with zeros.
-            overall = count
-            run_times = RunTimes(count=row.succeeded_recent, p50_s=row.p50_s, p95_s=row.p95_s)
-    return json(JobStats(window_s=STATS_WINDOW_S, overall=overall, by_status=by_status,
-                         by_kind=dict(sorted(by_kind.items())), succeeded_run_time=run_times))
+    return json(await read_stats(services(request)))
 
 
 @doc("Cancel any owner's queued or running job", response=AdminJobRead, tags=["admin"])

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.admin_state import read_queues
 from api.auth import require_act_jobs, require_read
 from api.bodies import json_response as json
 from api.context import services
@@ -26,23 +27,7 @@ from schemas.jobs import QUEUE_PAUSE_CHECK_S
 
 
 async def _read(request: Request, names: tuple[str, ...]) -> list[QueueRead]:
-    svc = services(request)
-    keys, redis = svc.keys, svc.redis
-    pipe = redis.pipeline(transaction=False)
-    for queue in names:
-        pipe.llen(keys.dramatiq_queue(queue))
-        pipe.llen(keys.dramatiq_queue(f"{queue}.DQ"))
-        pipe.hlen(keys.dramatiq_messages(queue))
-        pipe.zcard(keys.dramatiq_queue(f"{queue}.XQ"))
-        pipe.sismember(keys.paused_queues(), queue)
-    counts = await pipe.execute()
-    out = []
-    for i, queue in enumerate(names):
-        queued, delayed, messages, dead, paused = counts[5 * i:5 * i + 5]
-        out.append(QueueRead(name=queue, queued=queued, delayed=delayed,
-                             in_flight=max(messages - queued, 0), dead_letters=dead,
-                             paused=bool(paused)))
-    return out
+    return await read_queues(services(request), names)
 
 
 def _queue(request: Request) -> str:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import platform
-import time
 from importlib import metadata
 
-import orjson
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.admin_state import read_workers
 from api.auth import require_read
 from api.bodies import json_response as json
 from api.context import services
@@ -24,7 +23,6 @@ from schemas.accounts import (
     SystemStatus,
     UsageReport,
     UsageRow,
-    WorkerStatus,
 )
 from schemas.jobs import JOB_ROUTES
 
@@ -65,15 +63,7 @@ async def system_status(request: Request) -> Response:
         counts = await pipe.execute()
         queues = [QueueStatus(name=q, queued=counts[3 * i], delayed=counts[3 * i + 1],
                               messages=counts[3 * i + 2]) for i, q in enumerate(_QUEUES)]
-    now_ms = time.time() * 1000
-    cutoff_ms = now_ms - svc.settings.worker_presence_ttl_s * 1000
-    raw: list[tuple[bytes, float]] = await redis.zrangebyscore(  # type: ignore[assignment]
-        keys.workers(), cutoff_ms, "+inf", withscores=True)
-    seen = [(worker.decode(), float(score)) for worker, score in raw]
-    infos = await redis.mget([keys.worker_info(w) for w, _ in seen]) if seen else []
-    workers = [WorkerStatus(id=w, last_seen_s_ago=round((now_ms - score) / 1000, 3),
-                            info=orjson.loads(info) if info else None)
-               for (w, score), info in zip(seen, infos, strict=True)]
+    workers = await read_workers(svc)
     async with svc.autocommit.connect() as conn:
         postgres = (await conn.execute(text("SHOW server_version"))).scalar_one()
     redis_info = await redis.info("server")

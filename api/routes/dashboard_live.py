@@ -44,29 +44,26 @@ from decimal import Decimal
 from typing import Any
 
 import jwt
-import orjson
 from sqlalchemy import func, select, text
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from api import admin_state
 from api.auth import require_read
 from api.bodies import int_query
 from api.bodies import json_response as json
 from api.context import Principal, Services, services
-from api.enqueue_amqp import AmqpEnqueuer
 from api.errors import ApiError
 from api.formats.sse import KEEPALIVE_FRAME, SSE_HEADERS, typed_frame
 from api.openapi import doc
 from api.queue_gauges import QUEUES
 from pipelines import metrics
 from pipelines.db import dashboard_stats
-from pipelines.db import jobs as jobs_db
 from pipelines.db.tables import jobs
 from pipelines.errors import PermissionDenied
 from schemas.accounts import READ
-from schemas.admin_jobs import JobCount, JobStats, RunTimes
 from schemas.dashboard import (
     LiveTicket,
     ModelTraffic,
@@ -74,7 +71,6 @@ from schemas.dashboard import (
     QueueHistory,
     QueueHistoryList,
 )
-from schemas.jobs import JobStatus
 
 log = logging.getLogger("switchyard.live")
 
@@ -86,7 +82,6 @@ LIVE_INTERVAL_S = 1.0
 TICKET_TTL_S = 120
 _TICKET_AUDIENCE = "switchyard-live"
 _TICKET_ALGORITHM = "HS256"
-_STATS_WINDOW_S = 3600
 _STATS_EVERY_S = 5.0  # while jobs change; unchanged stats are re-read every _STATS_IDLE_S
 _STATS_IDLE_S = 60.0
 _MODELS_EVERY_S = 15.0
@@ -126,62 +121,15 @@ def _plain(value: Any) -> Any:
 
 
 async def read_queues(svc: Services) -> list[dict[str, Any]]:
-    """Every queue: queued, delayed, in flight, dead letters, paused (GET /v1/admin/queues)."""
-    keys, redis = svc.keys, svc.redis
-    pipe = redis.pipeline(transaction=False)
-    for queue in QUEUES:
-        pipe.llen(keys.dramatiq_queue(queue))
-        pipe.llen(keys.dramatiq_queue(f"{queue}.DQ"))
-        pipe.hlen(keys.dramatiq_messages(queue))
-        pipe.zcard(keys.dramatiq_queue(f"{queue}.XQ"))
-        pipe.sismember(keys.paused_queues(), queue)
-    counts = await pipe.execute()
-    out = []
-    for i, queue in enumerate(QUEUES):
-        queued, delayed, messages, dead, paused = counts[5 * i:5 * i + 5]
-        out.append({"name": queue, "queued": queued, "delayed": delayed,
-                    "in_flight": max(messages - queued, 0), "dead_letters": dead,
-                    "paused": bool(paused)})
-    if isinstance(svc.enqueuer, AmqpEnqueuer):  # RabbitMQ counts ready, delayed and dead
-        for row, (ready, delayed, dead) in zip(
-                out, await svc.enqueuer.queue_counts(list(QUEUES)), strict=True):
-            row.update(queued=ready, delayed=delayed, dead_letters=dead)
-    return out
+    return [q.model_dump(mode="json") for q in await admin_state.read_queues(svc, QUEUES)]
 
 
 async def read_workers(svc: Services) -> list[dict[str, Any]]:
-    """Live workers (heartbeat within the presence TTL), with what each reports of itself."""
-    keys, redis = svc.keys, svc.redis
-    now_ms = time.time() * 1000
-    cutoff_ms = now_ms - svc.settings.worker_presence_ttl_s * 1000
-    raw: list[tuple[bytes, float]] = await redis.zrangebyscore(  # type: ignore[assignment]
-        keys.workers(), cutoff_ms, "+inf", withscores=True)
-    seen = [(worker.decode(), float(score)) for worker, score in raw]
-    infos = await redis.mget([keys.worker_info(w) for w, _ in seen]) if seen else []
-    return [{"id": w, "last_seen_s_ago": round((now_ms - score) / 1000, 3),
-             "info": orjson.loads(info) if info else None}
-            for (w, score), info in zip(seen, infos, strict=True)]
+    return [w.model_dump(mode="json") for w in await admin_state.read_workers(svc)]
 
 
 async def read_stats(svc: Services) -> dict[str, Any]:
-    """GET /v1/admin/jobs/stats's answer: counts per status and kind, run-time percentiles."""
-    async with svc.autocommit.connect() as conn:
-        rows = (await conn.execute(jobs_db.stats(_STATS_WINDOW_S))).all()
-    by_status = {status.value: JobCount(total=0, last_hour=0) for status in JobStatus}
-    by_kind: dict[str, JobCount] = {}
-    overall, run_times = JobCount(total=0, last_hour=0), RunTimes(count=0)
-    for row in rows:
-        count = JobCount(total=row.total, last_hour=row.recent)
-        if row.grouping == jobs_db.STATS_BY_STATUS:
-            by_status[row.status] = count
-        elif row.grouping == jobs_db.STATS_BY_KIND:
-            by_kind[row.kind] = count
-        else:
-            overall = count
-            run_times = RunTimes(count=row.succeeded_recent, p50_s=row.p50_s, p95_s=row.p95_s)
-    return JobStats(window_s=_STATS_WINDOW_S, overall=overall, by_status=by_status,
-                    by_kind=dict(sorted(by_kind.items())),
-                    succeeded_run_time=run_times).model_dump(mode="json")
+    return (await admin_state.read_stats(svc)).model_dump(mode="json")
 
 
 async def read_history(svc: Services, minutes: int) -> QueueHistoryList:
