@@ -15,7 +15,7 @@ stream was given the request's start time carry `X-Switchyard-Overhead-Ms`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -90,25 +90,33 @@ def _canceller(svc: Services, job_id: str, owner_id: str) -> Callable[[str], Non
     return cancel
 
 
-class StreamResponse(StreamingResponse):
-    """SSE of a stream's frames that closes the stream however the response ends, even
-    when the body was never started (an unstarted generator runs no cleanup of its own)."""
+class SseResponse(StreamingResponse):
+    """SSE of `frames` that calls `close` however the response ends, even when the body
+    was never started (an unstarted generator runs no cleanup of its own), and counts itself
+    in switchyard_streams_open while it is open (once per stream, not per frame)."""
 
-    def __init__(self, stream: JobStream, writer: Writer[bytes],
+    def __init__(self, frames: AsyncIterator[bytes], close: Callable[[], Awaitable[None]],
                  headers: dict[str, str]) -> None:
-        super().__init__(stream.frames(writer), media_type="text/event-stream",
+        super().__init__(frames, media_type="text/event-stream",
                          headers={**SSE_HEADERS, **headers})
-        self._stream = stream
+        self._close = close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Counted once per stream, not per frame (switchyard_streams_open).
         gauge = metrics.streams_open("sse")
         gauge.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
             gauge.dec()
-            await self._stream.close()
+            await self._close()
+
+
+class StreamResponse(SseResponse):
+    """SSE of a job stream's frames, written by `writer`; closes the stream at the end."""
+
+    def __init__(self, stream: JobStream, writer: Writer[bytes],
+                 headers: dict[str, str]) -> None:
+        super().__init__(stream.frames(writer), stream.close, headers)
 
 
 async def streamed_answer(request: Request, stream: JobStream,

@@ -46,9 +46,8 @@ from typing import Any
 import jwt
 from sqlalchemy import func, select, text
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from api import admin_state
 from api.auth import require_read
@@ -56,10 +55,10 @@ from api.bodies import int_query
 from api.bodies import json_response as json
 from api.context import Principal, Services, services
 from api.errors import ApiError
-from api.formats.sse import KEEPALIVE_FRAME, SSE_HEADERS, typed_frame
+from api.formats.sse import KEEPALIVE_FRAME, typed_frame
+from api.job_replies import SseResponse
 from api.openapi import doc
 from api.queue_gauges import QUEUES
-from pipelines import metrics
 from pipelines.db import dashboard_stats
 from pipelines.db.tables import jobs
 from pipelines.errors import PermissionDenied
@@ -431,23 +430,6 @@ async def create_ticket(request: Request) -> Response:
 # --- the feed --------------------------------------------------------------------------------
 
 
-class _LiveResponse(StreamingResponse):
-    """Leaves the feed however the response ends (a send to a gone client raises)."""
-
-    def __init__(self, frames: AsyncIterator[bytes], leave: Callable[[], Awaitable[None]]):
-        super().__init__(frames, media_type="text/event-stream", headers=dict(SSE_HEADERS))
-        self._leave = leave
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gauge = metrics.streams_open("sse")
-        gauge.inc()
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            gauge.dec()
-            await self._leave()
-
-
 @doc("The dashboard's live feed: a snapshot, then queue, worker, job, stats and model "
      "changes (SSE)", streams=True, query={"ticket": "string"}, tags=["admin"])
 async def live(request: Request) -> Response:
@@ -498,7 +480,7 @@ async def live(request: Request) -> Response:
     async def leave() -> None:
         await subscription.__aexit__(None, None, None)
 
-    return _LiveResponse(frames(), leave)
+    return SseResponse(frames(), leave, {})
 
 
 # --- history and models ----------------------------------------------------------------------
