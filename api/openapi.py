@@ -25,6 +25,14 @@ _ERROR_SCHEMA = {
         "type": {"type": "string"}, "param": {}}}},
 }
 
+# The generic Server-Sent Event (the HTML standard's fields); `data` is JSON text here.
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"data": {"type": "string", "contentMediaType": "application/json"},
+                   "event": {"type": "string"}, "id": {"type": "string"},
+                   "retry": {"type": "integer", "minimum": 0}},
+    "required": ["data"],
+}
 _ERROR_RESPONSE = {"description": "Error", "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -90,7 +98,8 @@ def _operation(path: str, meta: dict[str, Any], components: dict[str, Any]) -> d
             "application/json": {"schema": _ref(meta["body"], components)}}}
     ok: dict[str, Any] = {"description": "Success"}
     if meta.get("streams"):
-        ok["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+        # One event, as OpenAPI 3.1 tools read a text/event-stream schema (3.2's itemSchema).
+        ok["content"] = {"text/event-stream": {"schema": _SSE_EVENT}}
     if meta.get("response") is not None:
         ok.setdefault("content", {})["application/json"] = {
             "schema": _ref(meta["response"], components)}
