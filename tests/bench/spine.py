@@ -50,7 +50,10 @@ async def _sse_events(client: httpx.AsyncClient, method: str, url: str,
 async def queue_hop(stack: BenchStack, clients: int, per_client: int) -> dict[str, Any]:
     """POST /v1/jobs → the job's first worker event (`started`) read from its SSE stream."""
     samples: list[float] = []
-    limits = httpx.Limits(max_connections=clients * 2 + 10)
+    # Idle connections are dropped before the API's own keep-alive timeout (5 s) closes
+    # them, or a request sent just as the server closes one fails with "Server
+    # disconnected" (it did at 200 clients, where requests wait seconds in the queue).
+    limits = httpx.Limits(max_connections=clients * 2 + 10, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.headers,
                                  limits=limits, timeout=60) as client:
         async def one() -> None:
@@ -129,7 +132,7 @@ def job_throughput(stack: BenchStack, jobs: int, processes: int, threads: int,
 
 async def lorem_stream(stack: BenchStack, streams: int, tokens: int) -> dict[str, Any]:
     """`dev/lorem` streamed to SSE clients: tokens delivered per second, all clients together."""
-    limits = httpx.Limits(max_connections=streams + 10)
+    limits = httpx.Limits(max_connections=streams + 10, keepalive_expiry=2.0)
     body = {"model": "dev/lorem", "max_tokens": tokens, "stream": True,
             "messages": [{"role": "user", "content": "go"}]}
     delivered = 0
@@ -167,7 +170,7 @@ async def lorem_stream(stack: BenchStack, streams: int, tokens: int) -> dict[str
 
 async def chat_rate(stack: BenchStack, clients: int, requests: int) -> dict[str, Any]:
     """Non-streaming `dev/echo` completions per second."""
-    limits = httpx.Limits(max_connections=clients + 10)
+    limits = httpx.Limits(max_connections=clients + 10, keepalive_expiry=2.0)
     body = {"model": "dev/echo", "messages": [{"role": "user", "content": "hello bench"}]}
     latencies: list[float] = []
     errors = 0
