@@ -23,8 +23,10 @@ from tests.integration.s3server import (
 
 MAX_UPLOAD_BYTES = 100_000
 STACK_ENV = {"MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES), "EMBEDDING_PROVIDER": "hash",
-             # The sweeper runs every second and deletes an upload as soon as it expires.
-             "SWEEPER_INTERVAL_S": "1", "UPLOAD_SWEEP_GRACE_S": "0"}
+             # The sweeper runs every second and deletes an upload 10 s after it expires: the
+             # test's confirm right after the expiry must find the upload still there (with
+             # no grace the sweeper sometimes won that race, and the confirm got a 404).
+             "SWEEPER_INTERVAL_S": "1", "UPLOAD_SWEEP_GRACE_S": "10"}
 NOTE = b"The lighthouse keeper logs the fog horn at dawn and again at dusk.\n"
 
 
